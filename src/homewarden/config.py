@@ -1,0 +1,295 @@
+"""Typed settings, read once: a TOML file plus ``HOMEWARDEN_*`` environment variables.
+
+Precedence, highest first: explicit overrides passed by the CLI (``--data-dir``, ``--camera``,
+``--api``), environment (``HOMEWARDEN_DATA_DIR``, ``HOMEWARDEN_DATABASE_URL``, nested keys with
+``__``, e.g. ``HOMEWARDEN_API__PORT``), the TOML file, then defaults. Unknown keys anywhere are
+rejected with their dotted path (``cameras.front.motion.treshold``). Every path derives from
+``data_dir``.
+
+Example file::
+
+    data_dir = "/var/lib/homewarden"
+
+    [api]
+    host = "127.0.0.1"
+    port = 8765
+
+    [cameras.front]
+    url = "rtsp://192.0.2.10:554/stream1"
+    zones = { porch = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]] }
+
+    [cameras.front.motion]
+    detect_fps = 5
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from homewarden.errors import ConfigError
+
+Point = tuple[float, float]
+Polygon = list[Point]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MotionSettings(_Strict):
+    """Motion sensing thresholds for one camera.
+
+    Defaults follow Frigate's documented motion defaults (docs "Motion detection tuning":
+    ``threshold`` 30 on 0-255 luma, ``contour_area`` 10 px at 100 px height, ``frame_alpha``
+    0.01) scaled to our analysis width, and OpenCV's background-subtraction tutorial for the
+    running average.
+    """
+
+    enabled: bool = True
+    analysis_width: int = Field(default=240, ge=64, le=640)
+    threshold: int = Field(default=30, ge=1, le=255, description="per-pixel luma change, 0-255")
+    min_area: float = Field(
+        default=0.002, gt=0, lt=1, description="fraction of unmasked pixels that must change"
+    )
+    alpha: float = Field(default=0.05, gt=0, le=1, description="background learning rate per sample")
+    detect_fps: float = Field(default=5.0, gt=0, le=60)
+    post_capture: float = Field(default=5.0, ge=0, le=600, description="quiet seconds that end an event")
+    masks: list[Polygon] = Field(default_factory=list)
+
+    @field_validator("masks")
+    @classmethod
+    def _polygons_normalised(cls, v: list[Polygon]) -> list[Polygon]:
+        for poly in v:
+            _check_polygon(poly)
+        return v
+
+
+class RetentionSettings(_Strict):
+    """How long footage is kept; ``None`` size caps mean no cap."""
+
+    continuous_days: float = Field(default=3, ge=0)
+    event_days: float = Field(default=30, ge=0)
+    max_bytes: int | None = Field(default=None, gt=0)
+
+
+class CameraSettings(_Strict):
+    """One camera: an ``rtsp://`` URL or a ``file:`` path played at real time."""
+
+    url: str
+    enabled: bool = True
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    loop: bool = Field(default=False, description="file: sources restart at the end")
+    stall_timeout: float = Field(default=10.0, gt=0, le=300, description="seconds without a packet")
+    segment_seconds: float = Field(default=10.0, ge=1, le=300)
+    motion: MotionSettings = Field(default_factory=MotionSettings)
+    zones: dict[str, Polygon] = Field(default_factory=dict)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    person_detector: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not (v.startswith(("rtsp://", "rtsps://", "file:"))):
+            raise ValueError("camera url must start with rtsp://, rtsps:// or file:")
+        return v
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_normalised(cls, v: dict[str, Polygon]) -> dict[str, Polygon]:
+        for poly in v.values():
+            _check_polygon(poly)
+        return v
+
+
+class ApiSettings(_Strict):
+    """Where the JSON API listens. Until accounts exist only loopback addresses are allowed."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+    @field_validator("host")
+    @classmethod
+    def _loopback_only(cls, v: str) -> str:
+        if v != "localhost":
+            try:
+                addr = ipaddress.ip_address(v)
+            except ValueError as exc:
+                raise ValueError(f"api host must be an IP address or localhost, not {v!r}") from exc
+            if not addr.is_loopback:
+                raise ValueError(
+                    f"api host {v} is not loopback; until accounts exist the API only binds "
+                    "to 127.0.0.1, ::1 or localhost"
+                )
+        return v
+
+
+class StorageSettings(_Strict):
+    """Limits across all cameras."""
+
+    max_total_bytes: int | None = Field(default=None, gt=0)
+    min_free_bytes: int = Field(
+        default=5 * 1024**3, ge=0, description="emergency guard floor: max(this, 1 h of recording)"
+    )
+    retention_interval: float = Field(default=60.0, gt=0, description="seconds between passes")
+
+
+class Settings(BaseSettings):
+    """Everything HomeWarden reads from configuration. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOMEWARDEN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path("./homewarden-data")
+    database_url: str | None = None
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    cameras: dict[str, CameraSettings] = Field(default_factory=dict)
+
+    @field_validator("cameras")
+    @classmethod
+    def _camera_names(cls, v: dict[str, CameraSettings]) -> dict[str, CameraSettings]:
+        for name in v:
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(f"camera name {name!r} may hold only letters, digits, - and _")
+        return v
+
+    @property
+    def media_dir(self) -> Path:
+        """Root of recorded segments: ``media/<camera>/<YYYY-MM-DD>/<HH>/<start>.mp4``."""
+        return self.data_dir / "media"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Event snapshots (JPEG)."""
+        return self.data_dir / "snapshots"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Fetched footage and models."""
+        return self.data_dir / "cache"
+
+    @property
+    def db_url(self) -> str:
+        """SQLAlchemy URL: ``database_url`` or SQLite at ``<data_dir>/homewarden.db``."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'homewarden.db').resolve()}"
+
+
+def _check_polygon(poly: Polygon) -> None:
+    if len(poly) < 3:
+        raise ValueError("a polygon needs at least 3 points")
+    for x, y in poly:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"polygon point ({x}, {y}) is outside normalised 0..1 coordinates")
+
+
+class _TomlDictSource(PydanticBaseSettingsSource):
+    """The parsed TOML file as the lowest-precedence settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _settings_class(file_data: dict[str, Any]) -> type[Settings]:
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # CLI overrides (init) > environment > TOML file > defaults.
+            return (init_settings, env_settings, _TomlDictSource(settings_cls, file_data))
+
+    return _Loaded
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(root)"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not valid TOML.
+    """
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+
+
+def parse_camera_arg(arg: str) -> tuple[str, str]:
+    """Split a ``NAME=URL`` command-line camera.
+
+    Raises:
+        ConfigError: no ``=`` or an empty name.
+    """
+    name, sep, url = arg.partition("=")
+    if not sep or not name or not url:
+        raise ConfigError(f"--camera takes NAME=URL, got {arg!r}")
+    return name, url
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    data_dir: Path | None = None,
+    cameras: list[str] | None = None,
+    api: str | None = None,
+) -> Settings:
+    """Build :class:`Settings` from file, environment and CLI overrides.
+
+    Args:
+        config_file: TOML file, or None for none.
+        data_dir: ``--data-dir`` override.
+        cameras: ``--camera NAME=URL`` values; added to (or replacing same-named) cameras.
+        api: ``--api HOST:PORT`` override.
+
+    Raises:
+        ConfigError: unknown key (message holds its dotted path), bad value, unreadable file.
+    """
+    data: dict[str, Any] = read_toml(config_file) if config_file is not None else {}
+    over: dict[str, Any] = {}
+    if data_dir is not None:
+        over["data_dir"] = str(data_dir)
+    if cameras:
+        cams: dict[str, Any] = dict(data.get("cameras", {}))
+        for arg in cameras:
+            name, url = parse_camera_arg(arg)
+            cams[name] = {"url": url}
+        over["cameras"] = cams
+    if api is not None:
+        host, sep, port = api.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"--api takes HOST:PORT, got {api!r}")
+        over["api"] = {"host": host.strip("[]"), "port": int(port)}
+    try:
+        settings: Settings = _settings_class(data)(**over)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_dotted(e['loc'])}: {e['msg']}" for e in exc.errors())
+        where = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid configuration{where}: {problems}") from exc
+    return settings

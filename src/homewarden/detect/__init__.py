@@ -1,0 +1,1 @@
+"""detect layer (see DESIGN.md architecture)."""

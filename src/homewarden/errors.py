@@ -1,0 +1,122 @@
+"""The one exception tree of HomeWarden.
+
+Every error HomeWarden raises on purpose is a :class:`HomeWardenError`. Library errors (PyAV,
+SQLAlchemy, OS errors) are translated into this tree at the adapter boundary, so callers above
+the adapters never catch a library's exception type. The web layer maps the tree to RFC 9457
+problem documents in one place (``homewarden.web.problems``).
+
+::
+
+    HomeWardenError
+    ├── ConfigError                  bad or unknown configuration key, bad value
+    ├── NotFoundError                no such camera / segment / event / footage in a span
+    ├── InvalidRequestError          a caller's input is malformed (bad time range, bad cursor)
+    ├── PermissionDeniedError        the caller lacks the permission a route declares
+    ├── StorageError                 disk full, unwritable data dir, missing segment file
+    │   └── CorruptSegmentError      a segment file does not parse or decode
+    ├── DatabaseError                the index cannot be opened or migrated
+    ├── MediaError                   anything PyAV reports while reading or writing media
+    │   ├── SourceError              a camera cannot be reached or its stream is unusable
+    │   │   ├── SourceUnreachableError   connection refused, unknown host, missing file
+    │   │   ├── SourceStalledError       no packet for ``stall_timeout`` seconds
+    │   │   └── UnsupportedStreamError   no video stream, or a codec we do not record
+    │   └── ClipError                cannot compose a clip from the segments
+    └── FootageUnavailableError      the demo cannot find or fetch real footage
+"""
+
+from __future__ import annotations
+
+
+class HomeWardenError(Exception):
+    """Root of every error HomeWarden raises on purpose."""
+
+    #: Short machine-readable code; also the tail of the RFC 9457 ``type`` URI.
+    code: str = "error"
+
+
+class ConfigError(HomeWardenError):
+    """The configuration is invalid; the message names the dotted key path."""
+
+    code = "config"
+
+
+class NotFoundError(HomeWardenError):
+    """A named thing (camera, event, segment, footage in a span) does not exist."""
+
+    code = "not-found"
+
+
+class InvalidRequestError(HomeWardenError):
+    """A caller's input is malformed or out of range."""
+
+    code = "invalid-request"
+
+
+class PermissionDeniedError(HomeWardenError):
+    """The caller lacks the permission a route or use-case declares."""
+
+    code = "permission-denied"
+
+
+class StorageError(HomeWardenError):
+    """Media storage failed: disk full, unwritable directory, missing file."""
+
+    code = "storage"
+
+
+class CorruptSegmentError(StorageError):
+    """A segment file exists but does not parse or decode."""
+
+    code = "corrupt-segment"
+
+
+class DatabaseError(HomeWardenError):
+    """The index database cannot be opened, migrated or written."""
+
+    code = "database"
+
+
+class MediaError(HomeWardenError):
+    """PyAV/FFmpeg reported an error while reading or writing media."""
+
+    code = "media"
+
+
+class SourceError(MediaError):
+    """A camera source failed; ``reason`` is a short stable word stored with the gap."""
+
+    code = "source"
+    reason: str = "error"
+
+
+class SourceUnreachableError(SourceError):
+    """Connection refused, unknown host, timeout on connect, or a missing file."""
+
+    code = "source-unreachable"
+    reason = "unreachable"
+
+
+class SourceStalledError(SourceError):
+    """The source sent no packet for ``stall_timeout`` seconds."""
+
+    code = "source-stalled"
+    reason = "stalled"
+
+
+class UnsupportedStreamError(SourceError):
+    """The source has no video stream, or its codec is one HomeWarden does not record."""
+
+    code = "unsupported-stream"
+    reason = "unsupported"
+
+
+class ClipError(MediaError):
+    """A clip cannot be composed from the recorded segments."""
+
+    code = "clip"
+
+
+class FootageUnavailableError(HomeWardenError):
+    """The demo cannot find real footage locally and cannot fetch it from a registry."""
+
+    code = "footage-unavailable"
