@@ -21,7 +21,8 @@ problem documents in one place (``homewarden.web.problems``).
     │   │   ├── SourceStalledError       no packet for ``stall_timeout`` seconds
     │   │   └── UnsupportedStreamError   no video stream, or a codec we do not record
     │   └── ClipError                cannot compose a clip from the segments
-    └── FootageUnavailableError      the demo cannot find or fetch real footage
+    ├── FootageUnavailableError      the demo cannot find or fetch real footage
+    └── ModelUnavailableError        a detector model cannot be fetched, unpacked or loaded
 """
 
 from __future__ import annotations
@@ -120,3 +121,9 @@ class FootageUnavailableError(HomeWardenError):
     """The demo cannot find real footage locally and cannot fetch it from a registry."""
 
     code = "footage-unavailable"
+
+
+class ModelUnavailableError(HomeWardenError):
+    """A detector model cannot be fetched from its registry, unpacked, or loaded."""
+
+    code = "model-unavailable"
