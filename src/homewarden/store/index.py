@@ -1,15 +1,58 @@
 """The recording index: SQLAlchemy 2 over SQLite (WAL) or PostgreSQL (psycopg 3).
 
-INTERFACE FILE — bodies are being implemented (helper: store). Signatures are fixed; helpers
-may add methods but not change these. Every method is thread-safe (one short session per call).
-Times are float UTC epoch seconds. Errors: DatabaseError for connection/migration failures,
-NotFoundError for a missing id.
+Signatures of the original interface are fixed; methods after the fixed ones are additions.
+Every method is thread-safe: it opens one short session from a connection pool sized for many
+recorder threads and commits before returning. Times are float UTC epoch seconds; sizes bytes.
+
+Errors: :class:`~homewarden.errors.DatabaseError` when the database cannot be opened, migrated,
+read or written (the message names the database and the driver's reason);
+:class:`~homewarden.errors.NotFoundError` for a missing id;
+:class:`~homewarden.errors.InvalidRequestError` for malformed input (a bad cursor, an end
+before a start, a path indexed twice).
+
+Backends (DESIGN.md "Chosen parts"): ``sqlite:///PATH`` (parent directory created, WAL journal,
+foreign keys on, a busy timeout so writers from many threads wait instead of failing) and
+``postgresql+psycopg://...`` (plain ``postgresql://`` and ``postgres://`` are rewritten to the
+psycopg 3 driver).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    union,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from homewarden.errors import DatabaseError, InvalidRequestError, NotFoundError
+from homewarden.store.models import EventRow, GapRow, HoldRow, SegmentRow
 from homewarden.store.records import (
     EventRecord,
     GapRecord,
@@ -19,60 +62,449 @@ from homewarden.store.records import (
     SegmentRecord,
 )
 
+log = logging.getLogger(__name__)
+
+#: Folder of the Alembic environment and revisions (shipped as package data).
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: SQLite writers wait this long for the write lock before failing (milliseconds).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: Pool sizes: recorder threads (one per camera) plus API and job workers share the pool;
+#: sessions are short, so a bounded overflow is enough for 64 cameras.
+POOL_SIZE = 8
+POOL_MAX_OVERFLOW = 56
+#: Largest page :meth:`Index.events` returns.
+MAX_PAGE = 1000
+#: Ids per DELETE statement (SQLite's default bound-parameter limit is 999 on old builds).
+_DELETE_CHUNK = 500
+_HOUR = 3600.0
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a SQLAlchemy URL and pin the driver HomeWarden uses.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://``; ``sqlite://`` stays.
+
+    Raises:
+        DatabaseError: the URL does not parse, or names a backend other than SQLite/PostgreSQL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"invalid database URL {url!r}: expected sqlite:///PATH or postgresql://HOST/DB"
+        ) from exc
+    driver = parsed.drivername
+    if driver in ("postgresql", "postgres", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if driver in ("sqlite", "sqlite+pysqlite"):
+        return parsed
+    raise DatabaseError(
+        f"unsupported database {parsed.render_as_string(hide_password=True)!r}: "
+        "HomeWarden runs on SQLite or PostgreSQL"
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed while one writer appends; NORMAL sync is durable across a
+    # process crash (kill -9) in WAL mode, which is what crash safety asks for.
+    cur = dbapi_connection.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cur.close()
+
+
+def _encode_cursor(start: float, row_id: int) -> str:
+    raw = json.dumps([start, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"bad cursor {cursor!r}: not one this server issued") from exc
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int | float)
+        and not isinstance(value[0], bool)
+        and math.isfinite(value[0])
+        and isinstance(value[1], int)
+        and not isinstance(value[1], bool)
+    ):
+        return float(value[0]), value[1]
+    raise InvalidRequestError(f"bad cursor {cursor!r}: not one this server issued")
+
+
+def _check_time(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise InvalidRequestError(f"{name} must be a finite UTC epoch time, got {value!r}")
+
+
+def _check_span(start: float, end: float | None) -> None:
+    _check_time("start", start)
+    if end is not None:
+        _check_time("end", end)
+        if end < start:
+            raise InvalidRequestError(f"end {end} is before start {start}")
+
+
+def _segment(row: SegmentRow) -> SegmentRecord:
+    return SegmentRecord(
+        id=row.id,
+        camera=row.camera,
+        start=row.start,
+        end=row.end,
+        duration=row.duration,
+        bytes=row.bytes,
+        keyframes=row.keyframes,
+        motion_score=row.motion_score,
+        path=row.path,
+    )
+
+
+def _gap(row: GapRow) -> GapRecord:
+    return GapRecord(
+        id=row.id,
+        camera=row.camera,
+        start=row.start,
+        end=row.end,
+        reason=row.reason,
+        detail=row.detail,
+    )
+
+
+def _event(row: EventRow) -> EventRecord:
+    return EventRecord(
+        id=row.id,
+        camera=row.camera,
+        start=row.start,
+        end=row.end,
+        label=row.label,
+        peak_score=row.peak_score,
+        zones=tuple(str(z) for z in row.zones),
+        snapshot_path=row.snapshot_path,
+    )
+
+
+def _hold(row: HoldRow) -> HoldRecord:
+    return HoldRecord(
+        id=row.id,
+        camera=row.camera,
+        start=row.start,
+        end=row.end,
+        reason=row.reason,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+    )
+
 
 class Index:
-    """Index of segments, gaps, events and holds."""
+    """Index of segments, gaps, events and holds.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:////var/lib/homewarden/homewarden.db`` or
+            ``postgresql://homewarden@db/homewarden``.
+
+    Raises:
+        DatabaseError: bad or unsupported URL, or the database cannot be reached/opened
+            (message ``cannot open database at <where>: <reason>``).
+    """
 
     def __init__(self, url: str) -> None:
         """Open (not yet migrate) the database at SQLAlchemy ``url``."""
-        raise NotImplementedError
+        parsed = normalise_url(url)
+        self._dialect = parsed.get_backend_name()
+        if self._dialect == "sqlite":
+            self._where = parsed.database or ":memory:"
+            self._engine = self._sqlite_engine(parsed)
+        else:
+            self._where = parsed.render_as_string(hide_password=True)
+            self._engine = self._postgres_engine(parsed)
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise DatabaseError(f"cannot open database at {self._where}: {_reason(exc)}") from exc
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    def _sqlite_engine(self, url: URL) -> Engine:
+        database = url.database
+        if not database or database == ":memory:":
+            # One shared connection, or every pooled connection would see its own empty DB.
+            engine = create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            path = Path(database).expanduser()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot open database at {path}: cannot create {path.parent}: {exc}"
+                ) from exc
+            engine = create_engine(
+                url,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_MAX_OVERFLOW,
+                connect_args={"check_same_thread": False},
+            )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+
+    def _postgres_engine(self, url: URL) -> Engine:
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in url.query:
+            connect_args["connect_timeout"] = 10
+        try:
+            return create_engine(
+                url,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_MAX_OVERFLOW,
+                pool_pre_ping=True,
+                connect_args=connect_args,
+            )
+        except (NoSuchModuleError, ArgumentError) as exc:
+            raise DatabaseError(f"cannot open database at {self._where}: {exc}") from exc
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
-        raise NotImplementedError
+        """Bring the schema to the newest Alembic revision (``alembic upgrade head``).
+
+        Idempotent: an up-to-date database is left as it is.
+
+        Raises:
+            DatabaseError: the upgrade failed; the message names the database.
+        """
+        cfg = Config()
+        # ConfigParser interpolates '%'; a path may contain one.
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        # Alembic's own INFO lines ("Context impl ...") are noise on every start; say once
+        # here what changed instead.
+        alembic_log = logging.getLogger("alembic.runtime.migration")
+        previous_level = alembic_log.level
+        alembic_log.setLevel(logging.WARNING)
+        try:
+            with self._engine.begin() as conn:
+                before = MigrationContext.configure(conn).get_current_revision()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                after = MigrationContext.configure(conn).get_current_revision()
+        except (SQLAlchemyError, CommandError) as exc:
+            raise DatabaseError(
+                f"cannot migrate database at {self._where}: {_reason(exc)}"
+            ) from exc
+        finally:
+            alembic_log.setLevel(previous_level)
+        if before != after:
+            log.info("database %s migrated from %s to %s", self._where, before or "empty", after)
 
     def close(self) -> None:
-        raise NotImplementedError
+        """Close every pooled connection. The index must not be used afterwards."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _session(self, action: str) -> Iterator[Session]:
+        """One short transaction; commits on success. Translates SQLAlchemy errors."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError as exc:
+            raise InvalidRequestError(f"cannot {action}: {_reason(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"database at {self._where} failed to {action}: {_reason(exc)}"
+            ) from exc
 
     # segments
     def add_segment(self, seg: NewSegment) -> SegmentRecord:
-        raise NotImplementedError
+        """Index a finished segment file.
+
+        Raises:
+            InvalidRequestError: end before start, negative bytes, or ``path`` already indexed.
+            DatabaseError: the write failed.
+        """
+        _check_span(seg.start, seg.end)
+        if seg.bytes < 0 or seg.keyframes < 0:
+            raise InvalidRequestError("segment bytes and keyframes must not be negative")
+        row = SegmentRow(
+            camera=seg.camera,
+            start=seg.start,
+            end=seg.end,
+            duration=seg.end - seg.start,
+            bytes=seg.bytes,
+            keyframes=seg.keyframes,
+            motion_score=seg.motion_score,
+            path=seg.path,
+        )
+        with self._session(f"index segment {seg.path}") as s:
+            s.add(row)
+            s.flush()
+            return _segment(row)
 
     def segments(
         self, camera: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[SegmentRecord]:
         """Segments overlapping ``[since, until)``, ordered by camera then start."""
-        raise NotImplementedError
+        q = select(SegmentRow)
+        if camera is not None:
+            q = q.where(SegmentRow.camera == camera)
+        if since is not None:
+            q = q.where(SegmentRow.end > since)
+        if until is not None:
+            q = q.where(SegmentRow.start < until)
+        q = q.order_by(SegmentRow.camera, SegmentRow.start, SegmentRow.id)
+        with self._session("list segments") as s:
+            return [_segment(r) for r in s.scalars(q)]
 
     def segment_by_path(self, path: str) -> SegmentRecord | None:
-        raise NotImplementedError
+        """The segment indexed at ``path`` (relative to the media dir), or None."""
+        with self._session("look up segment") as s:
+            row = s.scalars(select(SegmentRow).where(SegmentRow.path == path)).one_or_none()
+            return _segment(row) if row is not None else None
 
     def delete_segments(self, ids: Iterable[int]) -> int:
-        raise NotImplementedError
+        """Delete segment rows by id (not their files); returns how many rows went."""
+        wanted = sorted(set(ids))
+        deleted = 0
+        with self._session("delete segments") as s:
+            for i in range(0, len(wanted), _DELETE_CHUNK):
+                chunk = wanted[i : i + _DELETE_CHUNK]
+                result = s.execute(delete(SegmentRow).where(SegmentRow.id.in_(chunk)))
+                deleted += int(getattr(result, "rowcount", 0) or 0)
+        return deleted
 
     def total_bytes(self, camera: str | None = None) -> int:
-        raise NotImplementedError
+        """Sum of indexed segment bytes, of one camera or of all."""
+        q = select(func.coalesce(func.sum(SegmentRow.bytes), 0))
+        if camera is not None:
+            q = q.where(SegmentRow.camera == camera)
+        with self._session("sum segment bytes") as s:
+            return int(s.scalar(q) or 0)
 
     def hour_summary(self, camera: str, since: float, until: float) -> list[HourSummary]:
-        raise NotImplementedError
+        """Per-UTC-hour summary of ``camera`` for the whole hours meeting ``[since, until)``.
+
+        Only hours holding footage or an event are returned, oldest first. For each hour:
+        ``recorded_seconds`` is the segments' overlap with the hour (a segment crossing the
+        hour boundary is split), ``segments`` counts segments overlapping the hour, ``bytes``
+        is their bytes prorated by that overlap (rounded to whole bytes), ``events`` counts
+        events that start in the hour.
+
+        Raises:
+            InvalidRequestError: ``until`` before ``since`` or a non-finite time.
+        """
+        _check_span(since, until)
+        h0 = math.floor(since / _HOUR) * _HOUR
+        h1 = math.ceil(until / _HOUR) * _HOUR
+        if h1 == h0:
+            h1 = h0 + _HOUR
+        seg_q = select(SegmentRow.start, SegmentRow.end, SegmentRow.bytes).where(
+            SegmentRow.camera == camera, SegmentRow.end > h0, SegmentRow.start < h1
+        )
+        ev_q = select(EventRow.start).where(
+            EventRow.camera == camera, EventRow.start >= h0, EventRow.start < h1
+        )
+        with self._session("summarise hours") as s:
+            seg_rows = [(r[0], r[1], r[2]) for r in s.execute(seg_q)]
+            event_starts = list(s.scalars(ev_q))
+        buckets: dict[int, list[float]] = {}  # hour -> [seconds, bytes, segments, events]
+        for start, end, size in seg_rows:
+            duration = end - start
+            hour = math.floor(max(start, h0) / _HOUR)
+            while hour * _HOUR < min(max(end, start + 1e-9), h1):
+                hs, he = hour * _HOUR, (hour + 1) * _HOUR
+                overlap = max(0.0, min(end, he) - max(start, hs))
+                b = buckets.setdefault(hour, [0.0, 0.0, 0, 0])
+                b[0] += overlap
+                b[1] += size * (overlap / duration) if duration > 0 else size
+                b[2] += 1
+                hour += 1
+        for start in event_starts:
+            buckets.setdefault(math.floor(start / _HOUR), [0.0, 0.0, 0, 0])[3] += 1
+        return [
+            HourSummary(
+                camera=camera,
+                hour_start=hour * _HOUR,
+                recorded_seconds=b[0],
+                bytes=round(b[1]),
+                segments=int(b[2]),
+                events=int(b[3]),
+            )
+            for hour, b in sorted(buckets.items())
+        ]
 
     # gaps
     def open_gap(self, camera: str, start: float, reason: str, detail: str = "") -> int:
-        raise NotImplementedError
+        """Record the start of an outage; returns the gap id (close it with :meth:`close_gap`)."""
+        _check_time("start", start)
+        row = GapRow(camera=camera, start=start, end=None, reason=reason, detail=detail)
+        with self._session(f"open gap of {camera}") as s:
+            s.add(row)
+            s.flush()
+            return row.id
 
     def close_gap(self, gap_id: int, end: float) -> None:
-        raise NotImplementedError
+        """Set the end of gap ``gap_id``.
+
+        Raises:
+            NotFoundError: no such gap. InvalidRequestError: ``end`` before the gap's start.
+        """
+        with self._session(f"close gap {gap_id}") as s:
+            row = s.get(GapRow, gap_id)
+            if row is None:
+                raise NotFoundError(f"no gap {gap_id}")
+            _check_span(row.start, end)
+            row.end = end
 
     def gaps(
         self, camera: str | None = None, since: float | None = None, until: float | None = None
     ) -> list[GapRecord]:
-        raise NotImplementedError
+        """Gaps overlapping ``[since, until)`` (an open gap lasts until now).
+
+        Ordered by camera then start.
+        """
+        q = select(GapRow)
+        if camera is not None:
+            q = q.where(GapRow.camera == camera)
+        if since is not None:
+            q = q.where(or_(GapRow.end.is_(None), GapRow.end > since, GapRow.start >= since))
+        if until is not None:
+            q = q.where(GapRow.start < until)
+        q = q.order_by(GapRow.camera, GapRow.start, GapRow.id)
+        with self._session("list gaps") as s:
+            return [_gap(r) for r in s.scalars(q)]
 
     # events
     def open_event(
         self, camera: str, start: float, label: str, peak_score: float, zones: Sequence[str]
     ) -> int:
-        raise NotImplementedError
+        """Record a new (open) event; returns its id."""
+        _check_time("start", start)
+        row = EventRow(
+            camera=camera,
+            start=start,
+            end=None,
+            label=label,
+            peak_score=peak_score,
+            zones=[str(z) for z in zones],
+            snapshot_path=None,
+        )
+        with self._session(f"open event of {camera}") as s:
+            s.add(row)
+            s.flush()
+            return row.id
 
     def update_event(
         self,
@@ -84,10 +516,34 @@ class Index:
         label: str | None = None,
         snapshot_path: str | None = None,
     ) -> None:
-        raise NotImplementedError
+        """Change the given fields of an event (None leaves a field as it is).
+
+        Raises:
+            NotFoundError: no such event. InvalidRequestError: ``end`` before the start.
+        """
+        with self._session(f"update event {event_id}") as s:
+            row = s.get(EventRow, event_id)
+            if row is None:
+                raise NotFoundError(f"no event {event_id}")
+            if end is not None:
+                _check_span(row.start, end)
+                row.end = end
+            if peak_score is not None:
+                row.peak_score = peak_score
+            if zones is not None:
+                row.zones = [str(z) for z in zones]
+            if label is not None:
+                row.label = label
+            if snapshot_path is not None:
+                row.snapshot_path = snapshot_path
 
     def event(self, event_id: int) -> EventRecord:
-        raise NotImplementedError
+        """One event. Raises NotFoundError when there is none with that id."""
+        with self._session(f"read event {event_id}") as s:
+            row = s.get(EventRow, event_id)
+            if row is None:
+                raise NotFoundError(f"no event {event_id}")
+            return _event(row)
 
     def events(
         self,
@@ -99,14 +555,133 @@ class Index:
         cursor: str | None = None,
         limit: int = 50,
     ) -> tuple[list[EventRecord], str | None]:
-        """Newest first; returns (page, next_cursor or None). Raises InvalidRequestError on a bad cursor."""
-        raise NotImplementedError
+        """Newest first; returns (page, next_cursor or None).
+
+        Raises InvalidRequestError on a bad cursor or a limit out of range.
+
+        ``zone`` keeps events whose zone list holds that name; ``since``/``until`` keep events
+        overlapping ``[since, until)`` (an open event lasts until now). ``cursor`` is the opaque
+        string a previous page returned; ``limit`` is 1..:data:`MAX_PAGE`.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequestError(f"limit must be 1..{MAX_PAGE}, got {limit}")
+        q = select(EventRow)
+        if camera is not None:
+            q = q.where(EventRow.camera == camera)
+        if label is not None:
+            q = q.where(EventRow.label == label)
+        if zone is not None:
+            q = q.where(self._has_zone(zone))
+        if since is not None:
+            q = q.where(or_(EventRow.end.is_(None), EventRow.end > since, EventRow.start >= since))
+        if until is not None:
+            q = q.where(EventRow.start < until)
+        if cursor is not None:
+            c_start, c_id = _decode_cursor(cursor)
+            q = q.where(
+                or_(EventRow.start < c_start, and_(EventRow.start == c_start, EventRow.id < c_id))
+            )
+        q = q.order_by(EventRow.start.desc(), EventRow.id.desc()).limit(limit + 1)
+        with self._session("list events") as s:
+            rows = [_event(r) for r in s.scalars(q)]
+        page = rows[:limit]
+        more = len(rows) > limit
+        return page, (_encode_cursor(page[-1].start, page[-1].id) if more else None)
+
+    def _has_zone(self, zone: str) -> ColumnElement[bool]:
+        # Expand the JSON array as a table and look for an equal element: exact on both
+        # backends (a LIKE on the JSON text could match inside an escaped name).
+        expand = func.jsonb_array_elements_text if self._dialect == "postgresql" else func.json_each
+        elems = expand(EventRow.zones).table_valued("value").alias("zone_elems")
+        return exists(select(1).select_from(elems).where(elems.c.value == zone))
 
     # holds
     def add_hold(
         self, camera: str | None, start: float, end: float, reason: str, expires_at: float | None
     ) -> int:
-        raise NotImplementedError
+        """Keep footage of ``camera`` (None: every camera) in ``[start, end]``; returns the id.
+
+        ``expires_at`` None means until removed. Raises InvalidRequestError when end < start.
+        """
+        _check_span(start, end)
+        row = HoldRow(
+            camera=camera,
+            start=start,
+            end=end,
+            reason=reason,
+            created_at=time.time(),
+            expires_at=expires_at,
+        )
+        with self._session("add hold") as s:
+            s.add(row)
+            s.flush()
+            return row.id
 
     def holds(self, active_at: float | None = None) -> list[HoldRecord]:
-        raise NotImplementedError
+        """Holds ordered by start; with ``active_at``, only those not expired at that time."""
+        q = select(HoldRow)
+        if active_at is not None:
+            q = q.where(or_(HoldRow.expires_at.is_(None), HoldRow.expires_at > active_at))
+        q = q.order_by(HoldRow.start, HoldRow.id)
+        with self._session("list holds") as s:
+            return [_hold(r) for r in s.scalars(q)]
+
+    # additions beyond the original interface
+    def segment(self, segment_id: int) -> SegmentRecord:
+        """One segment. Raises NotFoundError when there is none with that id."""
+        with self._session(f"read segment {segment_id}") as s:
+            row = s.get(SegmentRow, segment_id)
+            if row is None:
+                raise NotFoundError(f"no segment {segment_id}")
+            return _segment(row)
+
+    def camera_names(self) -> list[str]:
+        """Sorted names of every camera with a segment, gap or event in the index."""
+        q = union(select(SegmentRow.camera), select(GapRow.camera), select(EventRow.camera))
+        with self._session("list cameras") as s:
+            return sorted(str(c) for c in s.scalars(q))
+
+    def last_segment_end(self, camera: str) -> float | None:
+        """End of the latest-ending segment of ``camera``, or None when it has none."""
+        with self._session(f"read last segment of {camera}") as s:
+            value = s.scalar(select(func.max(SegmentRow.end)).where(SegmentRow.camera == camera))
+            return float(value) if value is not None else None
+
+    def open_gaps(self, camera: str | None = None) -> list[GapRecord]:
+        """Gaps without an end (ongoing, or left open by a crash), by camera then start."""
+        q = select(GapRow).where(GapRow.end.is_(None))
+        if camera is not None:
+            q = q.where(GapRow.camera == camera)
+        with self._session("list open gaps") as s:
+            return [_gap(r) for r in s.scalars(q.order_by(GapRow.camera, GapRow.start))]
+
+    def open_events(self, camera: str | None = None) -> list[EventRecord]:
+        """Events without an end (ongoing, or left open by a crash), by camera then start."""
+        q = select(EventRow).where(EventRow.end.is_(None))
+        if camera is not None:
+            q = q.where(EventRow.camera == camera)
+        with self._session("list open events") as s:
+            return [_event(r) for r in s.scalars(q.order_by(EventRow.camera, EventRow.start))]
+
+    def event_spans(self, camera: str | None = None) -> list[EventRecord]:
+        """Every event (of ``camera``, or all), oldest first; for retention planning."""
+        q = select(EventRow)
+        if camera is not None:
+            q = q.where(EventRow.camera == camera)
+        with self._session("list event spans") as s:
+            return [_event(r) for r in s.scalars(q.order_by(EventRow.start, EventRow.id))]
+
+    def delete_hold(self, hold_id: int) -> None:
+        """Remove a hold. Raises NotFoundError when there is none with that id."""
+        with self._session(f"delete hold {hold_id}") as s:
+            row = s.get(HoldRow, hold_id)
+            if row is None:
+                raise NotFoundError(f"no hold {hold_id}")
+            s.delete(row)
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own message (without SQLAlchemy's SQL echo and help link)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,90 @@
+"""SQLAlchemy 2 ORM rows of the recording index.
+
+The schema is created and changed only by the Alembic revisions in
+``homewarden/store/migrations/versions``; ``tests/store/test_index.py`` checks that the newest
+revision and these models agree. Times are UTC epoch seconds stored as double precision
+(millisecond precision needs more than a 32-bit float); sizes are 64-bit integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Double, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: JSON on SQLite, JSONB on PostgreSQL (so a zone filter can expand the array with
+#: ``jsonb_array_elements_text``).
+JsonList = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every index table."""
+
+
+class SegmentRow(Base):
+    """One recorded segment file; ``path`` is relative to the media dir."""
+
+    __tablename__ = "segments"
+    __table_args__ = (
+        Index("ix_segments_camera_start", "camera", "start"),
+        UniqueConstraint("path", name="uq_segments_path"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str] = mapped_column(String(64))
+    start: Mapped[float] = mapped_column(Double)
+    end: Mapped[float] = mapped_column(Double)
+    duration: Mapped[float] = mapped_column(Double)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    keyframes: Mapped[int] = mapped_column(Integer)
+    motion_score: Mapped[float] = mapped_column(Double)
+    path: Mapped[str] = mapped_column(String(512))
+
+
+class GapRow(Base):
+    """An outage of one camera; ``end`` is NULL while it lasts."""
+
+    __tablename__ = "gaps"
+    __table_args__ = (Index("ix_gaps_camera_start", "camera", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str] = mapped_column(String(64))
+    start: Mapped[float] = mapped_column(Double)
+    end: Mapped[float | None] = mapped_column(Double, nullable=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class EventRow(Base):
+    """A motion or person event; ``zones`` is a JSON list of zone names."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_camera_start", "camera", "start"),
+        Index("ix_events_start", "start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str] = mapped_column(String(64))
+    start: Mapped[float] = mapped_column(Double)
+    end: Mapped[float | None] = mapped_column(Double, nullable=True)
+    label: Mapped[str] = mapped_column(String(64))
+    peak_score: Mapped[float] = mapped_column(Double)
+    zones: Mapped[list[Any]] = mapped_column(JsonList, default=list)
+    snapshot_path: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class HoldRow(Base):
+    """Footage of ``camera`` (NULL: every camera) in ``[start, end]`` that must be kept."""
+
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    camera: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    start: Mapped[float] = mapped_column(Double)
+    end: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
