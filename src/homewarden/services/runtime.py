@@ -1,0 +1,334 @@
+"""The recorder process: index, one recorder per camera, retention loop and the JSON API.
+
+:class:`Runtime` is what ``homewarden run`` (and ``demo``) start. In order, :meth:`Runtime.start`
+
+1. binds the API socket - on a loopback address only (config checks this, and so does the
+   bind, after name resolution, since accounts do not exist yet; DESIGN.md / issue 2);
+2. opens the index at ``settings.db_url``, migrates it and reconciles it with the media dir;
+3. starts one :class:`CameraRecorder` per enabled camera;
+4. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
+5. serves the API with uvicorn on the bound socket in a thread.
+
+The web layer sits above services, so the API app is handed in as ``app_factory`` (the CLI
+passes :func:`homewarden.web.app.create_app`); without one, no API is served.
+
+:meth:`Runtime.stop` undoes it in reverse order of importance: recorders first (each finishes
+its segment in progress), then the API, then the retention loop, then the index.
+:meth:`Runtime.run` wraps start, wait and stop, stopping on SIGINT/SIGTERM or after a duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from types import FrameType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from homewarden.config import Settings
+from homewarden.domain.permissions import is_loopback
+from homewarden.errors import ConfigError, HomeWardenError, StorageError
+from homewarden.services.queries import CameraStatusLike, Queries
+from homewarden.services.reconcile import reconcile
+from homewarden.services.recorder import CameraRecorder
+from homewarden.services.retention import run_retention_pass
+from homewarden.store.index import Index
+
+log = logging.getLogger(__name__)
+
+#: Seconds the recorders (stopping together) get to finish their segments at shutdown.
+RECORDER_STOP_TIMEOUT = 15.0
+#: Seconds the API gets to finish in-flight requests at shutdown.
+API_STOP_TIMEOUT = 5.0
+#: Seconds to wait for uvicorn to start serving.
+API_START_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiAddress:
+    """Where the API really listens (after port 0 was resolved)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8765`` or ``http://[::1]:8765``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port), loopback only.
+
+    ``host`` may be an IP literal or a name; a name is resolved and every address it resolves
+    to must be loopback. The bound address is checked again after ``bind``.
+
+    Raises:
+        ConfigError: ``host`` is (or resolves to) a non-loopback address, does not resolve,
+            or the port cannot be bound (in use, not permitted).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise ConfigError(f"api.host {host!r} does not resolve: {exc}") from exc
+    addresses = [info for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+    bad = sorted({str(info[4][0]) for info in addresses if not is_loopback(str(info[4][0]))})
+    if not addresses or bad:
+        raise ConfigError(
+            f"refusing to serve the API on {host} ({', '.join(bad) or 'no address'}): until "
+            "accounts exist the API binds only to a loopback address (127.0.0.1, ::1, localhost)"
+        )
+    family, type_, proto, _, sockaddr = addresses[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    bound = str(sock.getsockname()[0])
+    if not is_loopback(bound):  # belt and braces: never serve on anything else
+        sock.close()
+        raise ConfigError(f"refusing to serve the API on non-loopback address {bound}")
+    return sock
+
+
+class Runtime:
+    """Everything ``homewarden run`` runs, for one :class:`Settings`.
+
+    Args:
+        settings: validated settings.
+        clock: now as UTC epoch seconds (recorders, retention, queries).
+        app_factory: builds the ASGI app of the API over a :class:`Queries`; None runs the
+            recorders and retention without an API.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        app_factory: Callable[[Queries], ASGIApp] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._app_factory = app_factory
+        self._stop_requested = threading.Event()
+        self._retention_stop = threading.Event()
+        self._index: Index | None = None
+        self._recorders: dict[str, CameraRecorder] = {}
+        self._retention_thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._server_thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+        self._address: ApiAddress | None = None
+        self._started = False
+
+    # public surface
+
+    @property
+    def address(self) -> ApiAddress | None:
+        """The bound API address once started (None before, or without the API)."""
+        return self._address
+
+    @property
+    def index(self) -> Index:
+        """The open index.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if self._index is None:
+            raise RuntimeError("runtime not started")
+        return self._index
+
+    def statuses(self) -> Mapping[str, CameraStatusLike]:
+        """Live status of every running recorder, by camera name."""
+        return {name: rec.status() for name, rec in list(self._recorders.items())}
+
+    def queries(self) -> Queries:
+        """Read use-cases over this runtime's index and recorders."""
+        return Queries(self.index, self.settings, self.statuses, self._clock)
+
+    def start(self) -> ApiAddress | None:
+        """Start everything (see the module docstring); returns the API address.
+
+        Raises:
+            ConfigError: the API address is not loopback or cannot be bound.
+            DatabaseError: the index cannot be opened or migrated.
+            StorageError: the data dir cannot be created.
+        """
+        if self._started:
+            raise RuntimeError("runtime already started")
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self._address
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return (thread- and signal-safe)."""
+        self._stop_requested.set()
+
+    def wait(self, duration: float | None = None) -> bool:
+        """Block until :meth:`request_stop` or ``duration`` seconds; True if stop was asked."""
+        return self._stop_requested.wait(duration)
+
+    def stop(self) -> None:
+        """Stop recorders (finishing segments), the API, the retention loop; close the index.
+
+        Safe to call more than once and after a failed start.
+        """
+        recorders = list(self._recorders.items())
+        for _, rec in recorders:
+            rec.stop(0.0)  # ask every camera at once; they finish their segments in parallel
+        deadline = time.monotonic() + RECORDER_STOP_TIMEOUT
+        for name, rec in recorders:
+            if not rec.stop(max(0.0, deadline - time.monotonic())):
+                log.error("camera %s did not stop within %.0f s", name, RECORDER_STOP_TIMEOUT)
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._server_thread is not None:
+            self._server_thread.join(API_STOP_TIMEOUT)
+            if self._server_thread.is_alive():
+                assert self._server is not None
+                self._server.force_exit = True
+                self._server_thread.join(API_STOP_TIMEOUT)
+        if self._sock is not None:
+            self._sock.close()
+        self._retention_stop.set()
+        if self._retention_thread is not None:
+            self._retention_thread.join()
+        if self._index is not None:
+            self._index.close()
+        self._recorders.clear()
+        self._server = self._server_thread = self._retention_thread = None
+        self._sock = None
+        self._index = None
+
+    def run(
+        self,
+        duration: float | None = None,
+        on_ready: Callable[[ApiAddress | None], None] | None = None,
+    ) -> None:
+        """Start, call ``on_ready(address)``, wait for SIGINT/SIGTERM or ``duration`` seconds,
+        then stop. Signal handlers are installed only when called on the main thread.
+
+        Raises:
+            as :meth:`start`.
+        """
+        with self._signals():
+            self.start()
+            try:
+                if on_ready is not None:
+                    on_ready(self._address)
+                self.wait(duration)
+            finally:
+                self.stop()
+
+    def __enter__(self) -> Runtime:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # internals
+
+    def _start(self) -> None:
+        s = self.settings
+        if self._app_factory is not None:
+            self._sock = bind_api_socket(s.api.host, s.api.port)
+            host, port = self._sock.getsockname()[:2]
+            self._address = ApiAddress(str(host), int(port))
+        for d in (s.data_dir, s.media_dir, s.snapshot_dir, s.cache_dir):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {d}: {exc}") from exc
+        self._index = Index(s.db_url)
+        self._index.migrate()
+        report = reconcile(self._index, s.media_dir)
+        if any(dataclasses.astuple(report)):
+            log.info("index reconciled with %s: %s", s.media_dir, report)
+        for name, cam in s.cameras.items():
+            if not cam.enabled:
+                log.info("camera %s is disabled", name)
+                continue
+            rec = CameraRecorder(
+                name, cam, s.media_dir, s.snapshot_dir, self._index, clock=self._clock
+            )
+            rec.start()
+            self._recorders[name] = rec
+            log.info("camera %s started", name)
+        self._retention_thread = threading.Thread(
+            target=self._retention_loop, name="retention", daemon=True
+        )
+        self._retention_thread.start()
+        if self._app_factory is not None:
+            self._start_api(self._app_factory)
+
+    def _start_api(self, app_factory: Callable[[Queries], ASGIApp]) -> None:
+        assert self._sock is not None
+        assert self._address is not None
+        app = app_factory(self.queries())
+        config = uvicorn.Config(
+            app, log_config=None, access_log=False, lifespan="off", log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        sock = self._sock
+        self._server_thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="api", daemon=True
+        )
+        self._server_thread.start()
+        deadline = time.monotonic() + API_START_TIMEOUT
+        while not server.started:
+            if not self._server_thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"the API did not start on {self._address.url}")
+            time.sleep(0.02)
+        log.info("API listening on %s", self._address.url)
+
+    def _retention_loop(self) -> None:
+        assert self._index is not None
+        interval = self.settings.storage.retention_interval
+        while True:
+            try:
+                report = run_retention_pass(
+                    self._index, self.settings, self.settings.media_dir, self._clock()
+                )
+                if report.deleted or report.failed or report.shortfalls:
+                    log.info("retention: %s", report)
+            except HomeWardenError as exc:
+                log.error("retention pass failed: %s", exc)
+            if self._retention_stop.wait(interval):
+                return
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.request_stop()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)

@@ -1,0 +1,279 @@
+"""The JSON API: FastAPI app factory and its routes.
+
+Routes only parse input, call a :class:`homewarden.services.queries.Queries` use-case and
+shape the answer; read logic lives in the service. Every route declares its permission with
+:func:`homewarden.web.deps.requires` (the OpenAPI and docs routes too), and the factory
+refuses to build an app with an ungated route. Errors are RFC 9457 problem documents
+(:mod:`homewarden.web.problems`).
+
+Times in query parameters are float UTC epoch seconds or ISO 8601 (naive means UTC); times in
+answers are float UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import FastAPI, Path, Query
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from homewarden import __version__
+from homewarden.domain.permissions import Permission
+from homewarden.errors import NotFoundError
+from homewarden.services.queries import (
+    MAX_EVENT_PAGE,
+    CameraView,
+    ClipFile,
+    EventPage,
+    EventView,
+    GapView,
+    HealthView,
+    HourView,
+    Queries,
+    RecordingView,
+    parse_span,
+    parse_time,
+)
+from homewarden.web.deps import requires, undeclared_routes
+from homewarden.web.problems import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    ProblemType,
+    install_problem_handlers,
+    problem_type,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OPENAPI_URL = "/api/openapi.json"
+DOCS_URL = "/api/docs"
+
+_TIME_HELP = "UTC epoch seconds (float) or ISO 8601; ISO without an offset is UTC"
+CameraQ = Annotated[str | None, Query(description="camera name")]
+SinceQ = Annotated[str | None, Query(description=f"start of the span, {_TIME_HELP}")]
+UntilQ = Annotated[str | None, Query(description=f"end of the span (exclusive), {_TIME_HELP}")]
+EventId = Annotated[int, Path(description="event id", ge=1)]
+CameraName = Annotated[str, Path(description="camera name")]
+
+
+def _clip_response(clip: ClipFile) -> FileResponse:
+    # FileResponse answers Range requests (206) itself, so players can seek.
+    return FileResponse(
+        clip.path,
+        media_type="video/mp4",
+        filename=f"{clip.camera}-{clip.start:.3f}-{clip.end:.3f}.mp4",
+        content_disposition_type="inline",
+        headers={
+            "X-Clip-Duration": f"{clip.duration:.3f}",
+            "X-Clip-Start": f"{clip.start:.3f}",
+            "X-Clip-End": f"{clip.end:.3f}",
+        },
+    )
+
+
+def _get(app: FastAPI, path: str, *permissions: Permission, **kwargs: Any) -> Callable[[F], F]:
+    """``app.get`` for a route gated by ``permissions``; they are also listed in the route's
+    OpenAPI operation as ``x-permissions``."""
+    responses = {**PROBLEM_RESPONSES, **kwargs.pop("responses", {})}
+    return app.get(
+        path,
+        dependencies=[requires(*permissions)],
+        openapi_extra={"x-permissions": sorted(permissions)},
+        responses=responses,
+        **kwargs,
+    )
+
+
+def _add_api_routes(app: FastAPI, queries: Queries) -> None:
+    @_get(
+        app,
+        "/api/cameras",
+        Permission.CAMERAS_CAMERA_READ,
+        Permission.CAMERAS_STATUS_READ,
+        tags=["cameras"],
+    )
+    def list_cameras() -> list[CameraView]:
+        """Every configured or running camera with its live status and index facts."""
+        return queries.cameras()
+
+    @_get(
+        app,
+        "/api/cameras/{name}",
+        Permission.CAMERAS_CAMERA_READ,
+        Permission.CAMERAS_STATUS_READ,
+        tags=["cameras"],
+    )
+    def get_camera(name: CameraName) -> CameraView:
+        """One camera with its live status."""
+        return queries.camera(name)
+
+    @_get(
+        app,
+        "/api/cameras/{name}/clip.mp4",
+        Permission.FOOTAGE_CLIP_DOWNLOAD,
+        response_class=FileResponse,
+        responses={200: {"content": {"video/mp4": {}}, "description": "the clip (MP4)"}},
+        tags=["footage"],
+    )
+    def camera_clip(
+        name: CameraName,
+        start: Annotated[str, Query(description=f"clip start, {_TIME_HELP}")],
+        end: Annotated[str, Query(description=f"clip end, {_TIME_HELP}")],
+    ) -> FileResponse:
+        """A clip of any time range, remuxed from the segments (no re-encode), seekable
+        (Range requests). At most one hour (longer spans are a 422 problem)."""
+        lo = parse_time(start, name="start")
+        hi = parse_time(end, name="end")
+        return _clip_response(queries.range_clip(name, lo, hi))
+
+    @_get(
+        app,
+        "/api/recordings",
+        Permission.FOOTAGE_RECORDING_READ,
+        tags=["footage"],
+    )
+    def list_recordings(
+        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+    ) -> list[RecordingView]:
+        """Segments overlapping ``[since, until)``, by camera then start."""
+        lo, hi = parse_span(since, until)
+        return queries.recordings(camera, lo, hi)
+
+    @_get(
+        app,
+        "/api/recordings/summary",
+        Permission.FOOTAGE_RECORDING_READ,
+        tags=["footage"],
+    )
+    def recordings_summary(
+        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+    ) -> list[HourView]:
+        """Recorded seconds, bytes, segments and events per UTC hour (default: the last day)."""
+        lo, hi = parse_span(since, until)
+        return queries.summary(camera, lo, hi)
+
+    @_get(app, "/api/gaps", Permission.FOOTAGE_RECORDING_READ, tags=["footage"])
+    def list_gaps(
+        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+    ) -> list[GapView]:
+        """Outages (no footage) overlapping ``[since, until)``; ``end`` null while ongoing."""
+        lo, hi = parse_span(since, until)
+        return queries.gaps(camera, lo, hi)
+
+    @_get(app, "/api/events", Permission.EVENTS_EVENT_READ, tags=["events"])
+    def list_events(
+        camera: CameraQ = None,
+        label: Annotated[str | None, Query(description="motion or person")] = None,
+        zone: Annotated[str | None, Query(description="zone the event entered")] = None,
+        since: SinceQ = None,
+        until: UntilQ = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENT_PAGE)] = 50,
+    ) -> EventPage:
+        """Events newest first, one page at a time."""
+        lo, hi = parse_span(since, until)
+        return queries.events(camera, label, zone, lo, hi, cursor, limit)
+
+    @_get(
+        app,
+        "/api/events/{event_id}",
+        Permission.EVENTS_EVENT_READ,
+        tags=["events"],
+    )
+    def get_event(event_id: EventId) -> EventView:
+        """One event."""
+        return queries.event(event_id)
+
+    @_get(
+        app,
+        "/api/events/{event_id}/snapshot.jpg",
+        Permission.FOOTAGE_SNAPSHOT_READ,
+        response_class=FileResponse,
+        responses={200: {"content": {"image/jpeg": {}}, "description": "the snapshot"}},
+        tags=["events"],
+    )
+    def event_snapshot(event_id: EventId) -> FileResponse:
+        """The JPEG of the event's frame with the most motion."""
+        return FileResponse(queries.snapshot(event_id), media_type="image/jpeg")
+
+    @_get(
+        app,
+        "/api/events/{event_id}/clip.mp4",
+        Permission.FOOTAGE_CLIP_DOWNLOAD,
+        response_class=FileResponse,
+        responses={200: {"content": {"video/mp4": {}}, "description": "the clip (MP4)"}},
+        tags=["events"],
+    )
+    def event_clip(event_id: EventId) -> FileResponse:
+        """The event's footage, remuxed from the segments, seekable (Range requests)."""
+        return _clip_response(queries.event_clip(event_id))
+
+    @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
+    def health() -> HealthView:
+        """Liveness of the index, cameras and disk."""
+        return queries.health()
+
+
+def _add_docs_routes(app: FastAPI) -> None:
+    @_get(app, OPENAPI_URL, Permission.SYSTEM_OPENAPI_READ, include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @_get(app, DOCS_URL, Permission.SYSTEM_OPENAPI_READ, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{app.title} API")
+
+    @_get(app, "/api/problems/{code}", Permission.SYSTEM_OPENAPI_READ, tags=["system"])
+    def describe_problem(code: str) -> ProblemType:
+        """What a problem document's ``type`` URI means."""
+        found = problem_type(code)
+        if found is None:
+            raise NotFoundError(f"no problem type {code!r}")
+        return found
+
+
+def _serve_problems_in_openapi(app: FastAPI) -> None:
+    """Describe error responses as ``application/problem+json`` in the OpenAPI document
+    (FastAPI files a response ``model`` under ``application/json``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for op in operations.values():
+                for code, response in op.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if str(code)[0] in "45" and "application/json" in content:
+                        content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(queries: Queries) -> FastAPI:
+    """Build the JSON API over ``queries``.
+
+    OpenAPI is served at ``/api/openapi.json`` and Swagger UI at ``/api/docs`` (both gated by
+    ``system:openapi:read``); each operation lists its permissions as ``x-permissions``.
+
+    Raises:
+        RuntimeError: a route declares no permission (a programming error, caught at start).
+    """
+    app = FastAPI(
+        title="HomeWarden",
+        version=__version__,
+        summary="Recordings, events and clips of a home camera recorder.",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_problem_handlers(app)
+    _add_api_routes(app, queries)
+    _add_docs_routes(app)
+    _serve_problems_in_openapi(app)
+    missing = undeclared_routes(app)
+    if missing:
+        raise RuntimeError(f"routes without a declared permission: {', '.join(missing)}")
+    return app

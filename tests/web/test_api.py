@@ -1,0 +1,520 @@
+"""The JSON API against a real migrated index (SQLite and PostgreSQL) and real segments.
+
+Segments are cut from the real H.264 clip ``bikes.mp4`` at its own keyframes with the
+project's segment writer (fragmented MP4, packets copied), laid out under a data dir as the
+recorder lays them out, and indexed; clips are composed from them by the real remuxer.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from homewarden.config import Settings
+from homewarden.domain.permissions import Permission
+from homewarden.media.segment_writer import SegmentWriter
+from homewarden.services.queries import MAX_CLIP_SECONDS, Queries
+from homewarden.store.index import Index
+from homewarden.store.records import NewSegment
+from homewarden.web.app import create_app
+from homewarden.web.deps import declared_permissions, undeclared_routes
+
+with warnings.catch_warnings():
+    # Starlette announces a move from httpx to httpx2 for its test client.
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from fastapi.testclient import TestClient
+
+FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
+#: Five seconds before a UTC hour boundary (1700002800 = 2023-11-14T23:00:00Z), so the
+#: footage spans two hours of the per-hour summary.
+T0 = 1_700_002_795.0
+HOUR = 1_700_002_800.0
+LOOPBACK = ("127.0.0.1", 50123)
+REMOTE = ("203.0.113.5", 1234)
+
+
+@dataclass(frozen=True)
+class Footage:
+    data_dir: Path
+    segments: list[NewSegment]
+    snapshot_rel: str
+
+
+def _relpath(camera: str, start: float) -> str:
+    from datetime import UTC, datetime
+
+    d = datetime.fromtimestamp(start, UTC)
+    return f"{camera}/{d:%Y-%m-%d}/{d:%H}/{start:.3f}.mp4"
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> Footage:
+    """bikes.mp4 cut at each keyframe into segments starting at T0, plus one JPEG snapshot."""
+    if not FOOTAGE.is_file():
+        pytest.fail(f"real footage missing at {FOOTAGE}")
+    data_dir = tmp_path_factory.mktemp("data")
+    media = data_dir / "media"
+    segments: list[NewSegment] = []
+    writer: SegmentWriter | None = None
+    seg_start = 0.0
+    snapshot: np.ndarray | None = None
+
+    def finish(end: float) -> None:
+        assert writer is not None
+        size = writer.close()
+        segments.append(
+            NewSegment(
+                camera="front",
+                start=T0 + seg_start,
+                end=T0 + end,
+                bytes=size,
+                keyframes=writer.keyframes,
+                motion_score=0.01 * len(segments),
+                path=str(writer.final_path.relative_to(media)),
+            )
+        )
+
+    with av.open(str(FOOTAGE)) as src:
+        video = src.streams.video[0]
+        duration = float(video.duration * video.time_base)
+        for packet in src.demux(video):
+            if packet.dts is None:
+                continue
+            t = float(packet.pts * packet.time_base)
+            if packet.is_keyframe:
+                if writer is not None:
+                    finish(t)
+                seg_start = t
+                writer = SegmentWriter(media / _relpath("front", T0 + t), video)
+            assert writer is not None
+            writer.write(packet)
+        finish(duration)
+    with av.open(str(FOOTAGE)) as src:
+        for frame in src.decode(video=0):
+            if frame.time is not None and frame.time >= 4.0:
+                snapshot = frame.to_ndarray(format="bgr24")
+                break
+    assert snapshot is not None
+    ok, jpeg = cv2.imencode(".jpg", snapshot)
+    assert ok
+    rel = "front/1.jpg"
+    (data_dir / "snapshots" / "front").mkdir(parents=True)
+    (data_dir / "snapshots" / rel).write_bytes(jpeg.tobytes())
+    assert len(segments) >= 5
+    return Footage(data_dir, segments, rel)
+
+
+@dataclass
+class Api:
+    client: TestClient
+    app: FastAPI
+    index: Index
+    events: dict[str, int]
+    footage: Footage
+    open_gap: int
+
+
+@pytest.fixture
+def api(index: Index, database_url: str, footage: Footage) -> Iterator[Api]:
+    for seg in footage.segments:
+        index.add_segment(seg)
+    closed = index.open_gap("front", T0 - 30.0, "unreachable", "connection refused")
+    index.close_gap(closed, T0)
+    open_gap = index.open_gap("front", T0 + 10.0, "stalled", "no packet for 10 s")
+    index.open_gap("attic", T0 - 100.0, "unreachable")  # a camera known only to the index
+    events = {
+        "walk": index.open_event("front", T0 + 1.0, "motion", 0.2, ["porch"]),
+        "person": index.open_event("front", T0 + 4.0, "person", 0.6, ["drive"]),
+        "bike": index.open_event("front", T0 + 6.5, "motion", 0.3, []),
+        "both": index.open_event("front", T0 + 8.2, "motion", 0.4, ["porch", "drive"]),
+        "open": index.open_event("front", T0 + 9.0, "motion", 0.1, []),
+    }
+    index.update_event(events["walk"], end=T0 + 3.0, snapshot_path=footage.snapshot_rel)
+    index.update_event(events["person"], end=T0 + 6.0)
+    index.update_event(events["bike"], end=T0 + 8.0)
+    index.update_event(events["both"], end=T0 + 9.5)
+    settings = Settings(
+        data_dir=footage.data_dir,
+        database_url=database_url,
+        cameras={
+            "front": {"url": f"file:{FOOTAGE}"},
+            "porch": {"url": "rtsp://admin:s3cret-pw@192.0.2.10:554/stream1", "enabled": False},
+        },
+    )
+    app = create_app(Queries(index, settings))
+    with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
+        yield Api(client, app, index, events, footage, open_gap)
+
+
+def assert_problem(resp, status: int, code: str | None = None) -> dict:
+    """The response is an RFC 9457 problem document with ``status``."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    body = resp.json()
+    assert {"type", "title", "status", "detail", "instance"} <= set(body)
+    assert body["status"] == status
+    assert body["instance"] == resp.request.url.path
+    assert body["title"]
+    assert body["detail"]
+    if code is None:
+        assert body["type"] == "about:blank"
+    else:
+        assert body["type"].endswith(f"/api/problems/{code}")
+    return body
+
+
+def _sample_path(route: APIRoute, api: Api) -> str:
+    values = {"name": "front", "event_id": str(api.events["walk"]), "code": "not-found"}
+    return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], route.path)
+
+
+def _clip_duration(data: bytes) -> tuple[float, int]:
+    """(presented seconds, decoded frames) of an MP4 held in memory; every frame must decode."""
+    with av.open(io.BytesIO(data)) as c:
+        frames = [f for f in c.decode(video=0)]
+        assert c.duration is not None
+        return c.duration / 1_000_000, len(frames)
+
+
+# -- permissions -------------------------------------------------------------------------
+
+
+def test_every_route_declares_a_permission(api: Api) -> None:
+    assert undeclared_routes(api.app) == []
+    paths = set()
+    for route in api.app.routes:
+        assert isinstance(route, APIRoute), route
+        assert declared_permissions(route), route.path
+        paths.add(route.path)
+    assert {"/api/openapi.json", "/api/docs", "/api/cameras/{name}/clip.mp4"} <= paths
+
+
+def test_walker_flags_an_ungated_route(api: Api) -> None:
+    api.app.add_api_route("/api/leak", lambda: {"leak": True})
+    assert undeclared_routes(api.app) == ["GET /api/leak"]
+    api.app.router.routes.append(Route("/raw", lambda request: None))
+    assert undeclared_routes(api.app)[-1] == "Route /raw"
+
+
+def test_remote_client_is_denied_on_every_route(api: Api) -> None:
+    remote = TestClient(api.app, client=REMOTE, raise_server_exceptions=False)
+    checked = 0
+    for route in api.app.routes:
+        assert isinstance(route, APIRoute)
+        resp = remote.get(_sample_path(route, api))
+        body = assert_problem(resp, 403, "permission-denied")
+        assert any(p in body["detail"] for p in declared_permissions(route))
+        checked += 1
+    assert checked >= 14
+    # the same routes answer a loopback client
+    assert api.client.get("/api/health").status_code == 200
+
+
+def test_default_test_client_host_is_not_loopback(api: Api) -> None:
+    # Starlette's TestClient reports the peer as "testclient": not an address, so denied.
+    anonymous = TestClient(api.app, raise_server_exceptions=False)
+    assert_problem(anonymous.get("/api/cameras"), 403, "permission-denied")
+
+
+def test_openapi_lists_every_operation_with_its_permissions(api: Api) -> None:
+    resp = api.client.get("/api/openapi.json")
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert doc["info"]["title"] == "HomeWarden"
+    expected = {
+        "/api/cameras": {"cameras:camera:read", "cameras:status:read"},
+        "/api/cameras/{name}": {"cameras:camera:read", "cameras:status:read"},
+        "/api/cameras/{name}/clip.mp4": {"footage:clip:download"},
+        "/api/recordings": {"footage:recording:read"},
+        "/api/recordings/summary": {"footage:recording:read"},
+        "/api/gaps": {"footage:recording:read"},
+        "/api/events": {"events:event:read"},
+        "/api/events/{event_id}": {"events:event:read"},
+        "/api/events/{event_id}/snapshot.jpg": {"footage:snapshot:read"},
+        "/api/events/{event_id}/clip.mp4": {"footage:clip:download"},
+        "/api/health": {"system:health:read"},
+        "/api/problems/{code}": {"system:openapi:read"},
+    }
+    assert set(doc["paths"]) == set(expected)
+    for path, perms in expected.items():
+        op = doc["paths"][path]["get"]
+        assert set(op["x-permissions"]) == perms
+        assert all(p in {x.value for x in Permission} for p in op["x-permissions"])
+        problem = op["responses"]["403"]["content"]["application/problem+json"]
+        assert problem["schema"]["$ref"].endswith("/Problem")
+    docs = api.client.get("/api/docs")
+    assert docs.status_code == 200
+    assert "/api/openapi.json" in docs.text
+    assert "swagger" in docs.text.lower()
+
+
+# -- cameras -----------------------------------------------------------------------------
+
+
+def test_cameras_list_config_index_and_redacted_urls(api: Api) -> None:
+    resp = api.client.get("/api/cameras")
+    assert resp.status_code == 200
+    cams = {c["name"]: c for c in resp.json()}
+    assert sorted(cams) == ["attic", "front", "porch"]
+    front = cams["front"]
+    assert front["configured"] is True
+    assert front["state"] == "not-running"  # no recorder runs in this process
+    assert front["connected"] is False
+    assert front["recorded_bytes"] == sum(s.bytes for s in api.footage.segments)
+    assert front["last_recorded_at"] == pytest.approx(max(s.end for s in api.footage.segments))
+    assert front["gaps_open"] == 1
+    for key in ("fps", "bitrate", "last_packet_at", "decode_mode", "connected_since"):
+        assert key in front
+    porch = cams["porch"]
+    assert porch["state"] == "disabled"
+    assert porch["url"] == "rtsp://admin:***@192.0.2.10:554/stream1"
+    assert "s3cret" not in resp.text
+    assert cams["attic"]["configured"] is False
+    assert cams["attic"]["gaps_open"] == 1
+
+
+def test_camera_by_name_and_unknown_camera(api: Api) -> None:
+    resp = api.client.get("/api/cameras/front")
+    assert resp.status_code == 200
+    assert resp.json()["name"] == "front"
+    body = assert_problem(api.client.get("/api/cameras/garage"), 404, "not-found")
+    assert "garage" in body["detail"]
+
+
+# -- recordings, summary, gaps -----------------------------------------------------------
+
+
+def test_recordings_by_camera_and_span(api: Api) -> None:
+    segs = api.footage.segments
+    everything = api.client.get("/api/recordings").json()
+    assert [r["start"] for r in everything] == pytest.approx([s.start for s in segs])
+    assert everything[0]["bytes"] == segs[0].bytes
+    assert "path" not in everything[0]  # server-side layout is not part of the API
+    lo, hi = T0 + 2.0, T0 + 6.0
+    expected = [s.start for s in segs if s.end > lo and s.start < hi]
+    by_epoch = api.client.get(
+        "/api/recordings", params={"camera": "front", "since": lo, "until": hi}
+    )
+    assert [r["start"] for r in by_epoch.json()] == pytest.approx(expected)
+    iso = api.client.get(
+        "/api/recordings",
+        params={"since": "2023-11-14T22:59:57Z", "until": "2023-11-14T23:00:01+00:00"},
+    )
+    assert [r["start"] for r in iso.json()] == pytest.approx(expected)
+    naive_is_utc = api.client.get(
+        "/api/recordings", params={"since": "2023-11-14T22:59:57", "until": "2023-11-14 23:00:01"}
+    )
+    assert naive_is_utc.json() == iso.json()
+    assert api.client.get("/api/recordings", params={"since": T0 + 100}).json() == []
+
+
+def test_recordings_bad_input_is_a_problem(api: Api) -> None:
+    body = assert_problem(
+        api.client.get("/api/recordings", params={"since": "yesterday-ish"}), 422, "invalid-request"
+    )
+    assert "since" in body["detail"]
+    assert_problem(
+        api.client.get("/api/recordings", params={"since": T0 + 5, "until": T0 + 1}),
+        422,
+        "invalid-request",
+    )
+    assert_problem(
+        api.client.get("/api/recordings", params={"since": "nan"}), 422, "invalid-request"
+    )
+    assert_problem(api.client.get("/api/recordings", params={"camera": "garage"}), 404, "not-found")
+
+
+def test_summary_per_utc_hour(api: Api) -> None:
+    resp = api.client.get(
+        "/api/recordings/summary",
+        params={"camera": "front", "since": HOUR - 3600, "until": HOUR + 3600},
+    )
+    assert resp.status_code == 200
+    hours = resp.json()
+    assert [h["hour_start"] for h in hours] == [HOUR - 3600, HOUR]
+    assert all(h["hour_end"] == h["hour_start"] + 3600 for h in hours)
+    total = sum(s.end - s.start for s in api.footage.segments)
+    assert sum(h["recorded_seconds"] for h in hours) == pytest.approx(total, abs=0.01)
+    assert hours[0]["recorded_seconds"] == pytest.approx(5.0, abs=0.01)
+    assert sum(h["events"] for h in hours) == 5
+    everything = api.client.get(
+        "/api/recordings/summary", params={"since": HOUR - 3600, "until": HOUR + 3600}
+    ).json()
+    assert {h["camera"] for h in everything} == {"front"}  # other cameras have no footage
+
+
+def test_gaps(api: Api) -> None:
+    gaps = api.client.get("/api/gaps", params={"camera": "front"}).json()
+    assert [g["reason"] for g in gaps] == ["unreachable", "stalled"]
+    assert gaps[0]["duration"] == pytest.approx(30.0)
+    assert gaps[1]["end"] is None
+    assert gaps[1]["duration"] is None
+    assert gaps[1]["id"] == api.open_gap
+    after = api.client.get("/api/gaps", params={"camera": "front", "since": T0 + 5}).json()
+    assert [g["reason"] for g in after] == ["stalled"]
+    everyone = api.client.get("/api/gaps", params={"since": T0 + 5}).json()
+    assert sorted(g["camera"] for g in everyone) == ["attic", "front"]
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+def test_events_cursor_paging_newest_first(api: Api) -> None:
+    seen: list[int] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, str | int] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.client.get("/api/events", params=params).json()
+        seen += [e["id"] for e in page["events"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    order = ["open", "both", "bike", "person", "walk"]
+    assert seen == [api.events[k] for k in order]
+
+
+def test_events_filters(api: Api) -> None:
+    def ids(**params: object) -> list[int]:
+        resp = api.client.get("/api/events", params=params)
+        assert resp.status_code == 200, resp.text
+        return [e["id"] for e in resp.json()["events"]]
+
+    ev = api.events
+    assert ids(label="person") == [ev["person"]]
+    assert ids(zone="porch") == [ev["both"], ev["walk"]]
+    assert ids(camera="front", since=T0 + 7.0, until=T0 + 8.5) == [ev["both"], ev["bike"]]
+    assert ids(label="person", zone="porch") == []
+
+
+def test_events_bad_cursor_and_limit(api: Api) -> None:
+    body = assert_problem(
+        api.client.get("/api/events", params={"cursor": "not-a-cursor"}), 422, "invalid-request"
+    )
+    assert "cursor" in body["detail"]
+    for limit in (0, 501):
+        body = assert_problem(
+            api.client.get("/api/events", params={"limit": limit}), 422, "invalid-request"
+        )
+        assert body["errors"][0]["loc"] == "query.limit"
+    assert_problem(api.client.get("/api/events", params={"camera": "garage"}), 404, "not-found")
+
+
+def test_event_by_id(api: Api) -> None:
+    walk = api.client.get(f"/api/events/{api.events['walk']}").json()
+    assert walk["label"] == "motion"
+    assert walk["zones"] == ["porch"]
+    assert walk["start"] == pytest.approx(T0 + 1.0)
+    assert walk["end"] == pytest.approx(T0 + 3.0)
+    assert walk["has_snapshot"] is True
+    assert api.client.get(f"/api/events/{api.events['open']}").json()["end"] is None
+    assert_problem(api.client.get("/api/events/999999"), 404, "not-found")
+    assert_problem(api.client.get("/api/events/abc"), 422, "invalid-request")
+
+
+def test_event_snapshot(api: Api) -> None:
+    resp = api.client.get(f"/api/events/{api.events['walk']}/snapshot.jpg")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "image/jpeg"
+    image = cv2.imdecode(np.frombuffer(resp.content, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (272, 640, 3)
+    no_snapshot = api.client.get(f"/api/events/{api.events['bike']}/snapshot.jpg")
+    assert "no snapshot" in assert_problem(no_snapshot, 404, "not-found")["detail"]
+
+
+# -- clips -------------------------------------------------------------------------------
+
+
+def test_event_clip_covers_the_event(api: Api) -> None:
+    resp = api.client.get(f"/api/events/{api.events['person']}/clip.mp4")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "video/mp4"
+    duration, frames = _clip_duration(resp.content)
+    assert duration == pytest.approx(2.0, abs=0.2)
+    assert frames >= 2.0 * 25 - 1
+    # an open event runs to the newest footage
+    open_clip = api.client.get(f"/api/events/{api.events['open']}/clip.mp4")
+    assert open_clip.status_code == 200
+    assert _clip_duration(open_clip.content)[0] == pytest.approx(1.0, abs=0.2)
+
+
+def test_range_clip_spans_segments_and_serves_ranges(api: Api) -> None:
+    start, end = T0 + 2.0, T0 + 8.0
+    spanned = [s for s in api.footage.segments if s.end > start and s.start < end]
+    assert len(spanned) >= 3
+    url = "/api/cameras/front/clip.mp4"
+    full = api.client.get(url, params={"start": start, "end": "2023-11-14T23:00:03Z"})
+    assert full.status_code == 200, full.text
+    assert full.headers["accept-ranges"] == "bytes"
+    assert float(full.headers["x-clip-duration"]) == pytest.approx(6.0, abs=0.2)
+    duration, frames = _clip_duration(full.content)
+    assert duration == pytest.approx(6.0, abs=0.2)
+    assert abs(frames - 6.0 * 25) <= 2
+    size = len(full.content)
+    params = {"start": start, "end": end}
+    head = api.client.get(url, params=params, headers={"Range": "bytes=0-1023"})
+    assert head.status_code == 206
+    assert head.headers["content-range"] == f"bytes 0-1023/{size}"
+    assert head.content == full.content[:1024]
+    tail = api.client.get(url, params=params, headers={"Range": "bytes=-500"})
+    assert tail.status_code == 206
+    assert tail.content == full.content[-500:]
+    middle = api.client.get(url, params=params, headers={"Range": f"bytes={size // 2}-"})
+    assert middle.content == full.content[size // 2 :]
+
+
+def test_range_clip_problems(api: Api) -> None:
+    url = "/api/cameras/front/clip.mp4"
+    too_long = api.client.get(url, params={"start": T0, "end": T0 + MAX_CLIP_SECONDS + 1})
+    assert "3600" in assert_problem(too_long, 422, "invalid-request")["detail"]
+    assert_problem(
+        api.client.get(url, params={"start": T0 + 5, "end": T0 + 2}), 422, "invalid-request"
+    )
+    assert_problem(api.client.get(url, params={"start": "soon", "end": T0}), 422, "invalid-request")
+    assert_problem(api.client.get(url, params={"start": T0}), 422, "invalid-request")
+    assert_problem(api.client.get(url, params={"start": T0 + 60, "end": T0 + 90}), 404, "not-found")
+    assert_problem(
+        api.client.get("/api/cameras/garage/clip.mp4", params={"start": T0, "end": T0 + 5}),
+        404,
+        "not-found",
+    )
+
+
+# -- system ------------------------------------------------------------------------------
+
+
+def test_health(api: Api) -> None:
+    health = api.client.get("/api/health").json()
+    assert health["status"] == "ok"
+    assert health["cameras_configured"] == 2
+    assert health["cameras_connected"] == 0
+    assert health["media_bytes"] == sum(s.bytes for s in api.footage.segments)
+    assert health["disk_free_bytes"] > 0
+
+
+def test_problem_types_resolve_and_plain_http_errors(api: Api) -> None:
+    body = assert_problem(api.client.get("/api/cameras/garage"), 404, "not-found")
+    described = api.client.get(body["type"].replace("http://testserver", ""))
+    assert described.status_code == 200
+    assert described.json()["status"] == 404
+    assert_problem(api.client.get("/api/problems/no-such-type"), 404, "not-found")
+    assert_problem(api.client.get("/api/nowhere"), 404)
+    wrong_method = api.client.post("/api/cameras")
+    assert_problem(wrong_method, 405)
+    assert "GET" in wrong_method.headers["allow"]
