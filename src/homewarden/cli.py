@@ -159,7 +159,7 @@ def _time(value: str | None, name: str) -> float | None:
 
 def _announce(settings: Settings, address: ApiAddress | None) -> None:
     if address is not None:
-        out.print(f"API listening on {address.url}  (docs: {address.url}/api/docs)")
+        out.print(f"API listening on {address.url}  (OpenAPI: {address.url}/api/openapi.json)")
     out.print(f"Data in {settings.data_dir.resolve()}  (segments under media/, index, snapshots/)")
     cams = ", ".join(settings.cameras) or "none"
     out.print(f"Cameras: {cams}")

@@ -2,7 +2,7 @@
 
 Routes only parse input, call a :class:`homewarden.services.queries.Queries` use-case and
 shape the answer; read logic lives in the service. Every route declares its permission with
-:func:`homewarden.web.deps.requires` (the OpenAPI and docs routes too), and the factory
+:func:`homewarden.web.deps.requires` (the OpenAPI route too), and the factory
 refuses to build an app with an ungated route. Errors are RFC 9457 problem documents
 (:mod:`homewarden.web.problems`).
 
@@ -16,8 +16,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Path, Query
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from homewarden import __version__
 from homewarden.domain.permissions import Permission
@@ -48,7 +47,6 @@ from homewarden.web.problems import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 OPENAPI_URL = "/api/openapi.json"
-DOCS_URL = "/api/docs"
 
 _TIME_HELP = "UTC epoch seconds (float) or ISO 8601; ISO without an offset is UTC"
 CameraQ = Annotated[str | None, Query(description="camera name")]
@@ -221,10 +219,6 @@ def _add_docs_routes(app: FastAPI) -> None:
     def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @_get(app, DOCS_URL, Permission.SYSTEM_OPENAPI_READ, include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{app.title} API")
-
     @_get(app, "/api/problems/{code}", Permission.SYSTEM_OPENAPI_READ, tags=["system"])
     def describe_problem(code: str) -> ProblemType:
         """What a problem document's ``type`` URI means."""
@@ -255,8 +249,9 @@ def _serve_problems_in_openapi(app: FastAPI) -> None:
 def create_app(queries: Queries) -> FastAPI:
     """Build the JSON API over ``queries``.
 
-    OpenAPI is served at ``/api/openapi.json`` and Swagger UI at ``/api/docs`` (both gated by
-    ``system:openapi:read``); each operation lists its permissions as ``x-permissions``.
+    OpenAPI is served at ``/api/openapi.json`` (gated by ``system:openapi:read``); each
+    operation lists its permissions as ``x-permissions``. There is no Swagger UI page: FastAPI's
+    loads its scripts from a third-party CDN, which would tell an outsider when the owner looks.
 
     Raises:
         RuntimeError: a route declares no permission (a programming error, caught at start).
