@@ -1,0 +1,266 @@
+"""Compose one seekable MP4 clip from recorded segments, copying packets (never re-encoding).
+
+How the clip's start is made exact without re-encoding: the clip begins with the keyframe at
+or before ``start`` (a decoder needs it), and every timestamp is shifted so that ``start`` is
+time 0. The pre-roll packets get negative timestamps, and FFmpeg's mov muxer turns the first
+timestamp into an MP4 edit list (``elst``: media time = pre-roll length), so players decode the
+pre-roll but present from ``start`` (ISO/IEC 14496-12, 8.6.6 "Edit List Box"). The clip's end
+is the last frame shown before ``end``, its duration trimmed so the presentation stops at
+``end``. The ``moov`` box is moved to the front (``movflags=faststart``) so browsers can seek
+before the whole file has arrived.
+
+Limits, stated honestly:
+- with B-frames (reordered streams), the end is exact only to within one frame;
+- an outage between segments is not hidden or compressed: the last frame before it stays on
+  screen for the outage and the hole is listed in :attr:`ClipInfo.gaps`;
+- a segment that cannot be read is skipped and its span listed in :attr:`ClipInfo.gaps`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from homewarden.errors import ClipError, InvalidRequestError, NotFoundError
+
+#: A jump between consecutive video frames longer than this (s) is reported as a gap.
+GAP_THRESHOLD = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClipInfo:
+    """A composed clip.
+
+    Attributes:
+        start, end: UTC epoch seconds actually covered (inside the requested span).
+        duration: presented seconds, ``end - start``.
+        bytes: size of the output file.
+        gaps: (start, end) UTC spans without footage inside the clip (outages, unreadable
+            segments), ordered.
+        skipped: segment files that could not be read.
+    """
+
+    start: float
+    end: float
+    duration: float
+    bytes: int
+    gaps: tuple[tuple[float, float], ...] = ()
+    skipped: tuple[Path, ...] = field(default_factory=tuple)
+
+
+class _Out:
+    """The output file: streams created lazily from the first segment read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.container: Any | None = None
+        self.v: Any = None
+        self.a: Any | None = None
+        self.last_v = -(2**62)
+        self.last_a = -(2**62)
+        self.held: Any | None = None  # last video packet, written when the next one comes
+        self.held_t = 0.0
+
+    def open(self, vstream: Any, astream: Any | None) -> None:
+        self.container = av.open(
+            str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        self.v = self.container.add_stream_from_template(vstream)
+        self.v.time_base = vstream.time_base
+        if astream is not None:
+            self.a = self.container.add_stream_from_template(astream)
+            self.a.time_base = astream.time_base
+
+    def put_video(self, packet: Any, t: float, dts_t: float, clip_start: float) -> None:
+        tb = packet.time_base
+        pts = round((t - clip_start) / tb)
+        dts = round((dts_t - clip_start) / tb)
+        if dts <= self.last_v:
+            pts += self.last_v + 1 - dts
+            dts = self.last_v + 1
+        self.last_v = dts
+        packet.pts = pts
+        packet.dts = dts
+        packet.stream = self.v
+        if self.held is not None:
+            self._mux(self.held)
+        self.held = packet
+        self.held_t = t
+
+    def put_audio(self, packet: Any, t: float, clip_start: float) -> None:
+        if self.a is None:
+            return
+        pts = round((t - clip_start) / packet.time_base)
+        if pts < 0 or pts <= self.last_a:
+            return
+        self.last_a = pts
+        packet.pts = pts
+        packet.dts = pts
+        packet.stream = self.a
+        self._mux(packet)
+
+    def finish(self, end: float) -> None:
+        if self.held is not None:
+            tb = self.held.time_base
+            room = round((end - self.held_t) / tb)
+            if 0 < room < (self.held.duration or room + 1):
+                self.held.duration = room  # stop presenting exactly at ``end``
+            self._mux(self.held)
+            self.held = None
+        if self.container is not None:
+            self.container.close()
+
+    def _mux(self, packet: Any) -> None:
+        assert self.container is not None
+        self.container.mux(packet)
+
+    def discard(self) -> None:
+        if self.container is not None:
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                self.container.close()  # the partial file is removed below
+        self.path.unlink(missing_ok=True)
+
+
+def compose_clip(
+    parts: Sequence[tuple[Path, float]], start: float, end: float, out: Path
+) -> ClipInfo:
+    """Remux the footage of ``[start, end]`` from segment files into one MP4 at ``out``.
+
+    Args:
+        parts: segment files with the UTC epoch second their first keyframe shows, ordered by
+            start; segments that do not overlap the span are skipped cheaply.
+        start, end: UTC epoch seconds, ``start < end``.
+        out: output path; written as ``<out>.part`` and renamed when complete.
+
+    Returns:
+        :class:`ClipInfo` of what the clip covers.
+
+    Raises:
+        InvalidRequestError: ``end <= start``.
+        NotFoundError: no readable footage in the span.
+        ClipError: the output cannot be written.
+    """
+    if not end > start:
+        raise InvalidRequestError(f"clip end {end} is not after start {start}")
+    tmp = out.with_name(out.name + ".part")
+    sink = _Out(tmp)
+    gaps: list[tuple[float, float]] = []
+    skipped: list[Path] = []
+    clip_start: float | None = None
+    last_frame_t: float | None = None  # presentation time of the latest video frame written
+    last_frame_end = 0.0
+    ordered = sorted(parts, key=lambda p: p[1])
+    done = False
+    try:
+        for i, (path, seg_start) in enumerate(ordered):
+            next_start = ordered[i + 1][1] if i + 1 < len(ordered) else None
+            if seg_start >= end:
+                break
+            if next_start is not None and next_start <= start:
+                continue  # wholly before the span (the next one starts before ``start``)
+            try:
+                src = av.open(str(path), mode="r")
+            except (av.error.FFmpegError, OSError):
+                skipped.append(path)
+                gaps.append((max(seg_start, start), min(next_start or end, end)))
+                continue
+            if not src.streams.video:
+                src.close()
+                skipped.append(path)
+                gaps.append((max(seg_start, start), min(next_start or end, end)))
+                continue
+            try:
+                vs = src.streams.video[0]
+                aus = src.streams.audio[0] if src.streams.audio else None
+                if sink.container is None:
+                    sink.open(vs, aus)
+                streams = [vs] if aus is None or sink.a is None else [vs, aus]
+                zero: float | None = None  # seconds of the first video pts in this file
+                preroll: list[tuple[Any, float, float]] = []
+                early_audio: list[Any] = []  # audio read before the clip's start is known
+                video_done = False
+                for pkt in src.demux(streams):
+                    pts, dts = pkt.pts, pkt.dts
+                    if pts is None or dts is None:
+                        continue
+                    ptb = pkt.time_base
+                    if pkt.stream_index != vs.index:
+                        if clip_start is None or zero is None:
+                            early_audio.append(pkt)
+                            continue
+                        t = seg_start + float(pts * ptb) - zero
+                        if t < end:
+                            sink.put_audio(pkt, t, clip_start)
+                        elif video_done:
+                            break
+                        continue
+                    if video_done:
+                        continue
+                    if zero is None:
+                        zero = float(pts * ptb)
+                    t = seg_start + float(pts * ptb) - zero
+                    dts_t = seg_start + float(dts * ptb) - zero
+                    if dts_t >= end:
+                        video_done = done = True
+                        if sink.a is None:
+                            break
+                        continue  # audio up to ``end`` may still follow
+                    if clip_start is None:
+                        if t < start:
+                            if pkt.is_keyframe:
+                                preroll = []
+                            if pkt.is_keyframe or preroll:
+                                preroll.append((pkt, t, dts_t))
+                            continue
+                        if not preroll and not pkt.is_keyframe:
+                            continue  # no keyframe yet to decode from
+                        clip_start = start if preroll else t
+                        for old, ot, odt in preroll:
+                            sink.put_video(old, ot, odt, clip_start)
+                        preroll = []
+                        for apkt in early_audio:
+                            at = seg_start + float(apkt.pts * apkt.time_base) - zero
+                            if at < end:
+                                sink.put_audio(apkt, at, clip_start)
+                        early_audio = []
+                    elif last_frame_t is not None and t - last_frame_end > GAP_THRESHOLD:
+                        gaps.append((last_frame_end, t))
+                    sink.put_video(pkt, t, dts_t, clip_start)
+                    if last_frame_t is None or t > last_frame_t:
+                        last_frame_t = t
+                        last_frame_end = t + float((pkt.duration or 0) * ptb)
+            except av.error.FFmpegError:
+                skipped.append(path)
+                gaps.append((max(seg_start, start), min(next_start or end, end)))
+                continue
+            finally:
+                src.close()
+            if done:
+                break
+        if clip_start is None or last_frame_t is None:
+            sink.discard()
+            raise NotFoundError(f"no footage between {start:.3f} and {end:.3f}")
+        clip_end = min(end, last_frame_end)
+        sink.finish(clip_end)
+        os.replace(tmp, out)
+        size = out.stat().st_size
+    except (NotFoundError, InvalidRequestError):
+        raise
+    except (av.error.FFmpegError, OSError) as exc:
+        sink.discard()
+        raise ClipError(f"cannot write clip {out}: {exc}") from exc
+    return ClipInfo(
+        start=clip_start,
+        end=clip_end,
+        duration=clip_end - clip_start,
+        bytes=size,
+        gaps=tuple(sorted(gaps)),
+        skipped=tuple(skipped),
+    )

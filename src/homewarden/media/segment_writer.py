@@ -1,0 +1,171 @@
+"""Fragmented-MP4 segment files, written by copying packets (never re-encoding).
+
+A segment is written to ``<final>.part`` and renamed to its final name only when complete, so
+a crash leaves at most one ``.part`` file (which is itself playable up to its last fragment:
+``frag_keyframe+empty_moov`` puts the ``moov`` first and flushes a ``moof``/``mdat`` fragment at
+every keyframe, see FFmpeg's mov muxer documentation, "Fragmentation").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+
+from homewarden.errors import StorageError
+
+#: FFmpeg mov muxer flags: fragment at every keyframe, moov up front, self-contained moofs.
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+
+
+def _storage_error(action: str, path: Path, exc: BaseException) -> StorageError:
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC:
+        return StorageError(f"disk full while {action} {path}")
+    detail = getattr(exc, "strerror", None) or str(exc)
+    return StorageError(f"cannot {action} {path}: {detail}")
+
+
+class SegmentWriter:
+    """One fragmented-MP4 segment file being written.
+
+    Packets are those of the source's demuxer (``av.Packet`` of ``video_template_stream`` or
+    ``audio_template_stream``). Timestamps are shifted so that the first video packet written
+    has ``dts`` 0; both streams share the same shift in seconds so they stay in sync. ``dts``
+    is kept strictly increasing per stream. Audio that would start before 0 (at most one audio
+    packet straddling the cut) is left out.
+
+    The packet objects passed to :meth:`write` are modified (their timestamps are rebased and
+    their stream reassigned): callers must not rely on ``pts``/``dts`` afterwards.
+
+    Raises:
+        StorageError: the directory or file cannot be written (disk full is said so).
+    """
+
+    def __init__(
+        self,
+        final_path: Path,
+        video_template_stream: Any,
+        audio_template_stream: Any | None = None,
+    ) -> None:
+        self.final_path = final_path
+        self.part_path = final_path.with_name(final_path.name + ".part")
+        self._closed = False
+        self._out: Any = None
+        try:
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = av.open(
+                str(self.part_path), mode="w", format="mp4", options={"movflags": MOVFLAGS}
+            )
+            self._v = self._out.add_stream_from_template(video_template_stream)
+            self._v.time_base = video_template_stream.time_base
+            self._a: Any | None = None
+            if audio_template_stream is not None:
+                self._a = self._out.add_stream_from_template(audio_template_stream)
+                self._a.time_base = audio_template_stream.time_base
+        except (av.error.FFmpegError, OSError) as exc:
+            self._discard()
+            raise _storage_error("create", self.part_path, exc) from exc
+        self._vindex = video_template_stream.index
+        self._aindex = audio_template_stream.index if audio_template_stream is not None else -1
+        self._offset_s: float | None = None
+        self._voff = 0
+        self._aoff = 0
+        self._last_v = -(2**62)
+        self._last_a = -(2**62)
+        self.video_packets = 0
+        self.keyframes = 0
+
+    @property
+    def offset_seconds(self) -> float | None:
+        """Source time (s) that became 0 in this file, or None before the first video packet."""
+        return self._offset_s
+
+    def write(self, packet: Any) -> None:
+        """Copy one packet into the file. The first packet must be a video keyframe.
+
+        Raises:
+            StorageError: write failed (disk full, I/O error); the ``.part`` file is removed.
+            ValueError: the first video packet is not a keyframe, or a foreign stream.
+        """
+        idx = packet.stream_index
+        if idx == self._vindex:
+            if self._offset_s is None:
+                if not packet.is_keyframe:
+                    raise ValueError("a segment must start with a video keyframe")
+                tb = packet.time_base
+                self._offset_s = float(packet.dts * tb)
+                self._voff = packet.dts
+                if self._a is not None:
+                    self._aoff = round(self._offset_s / self._a.time_base)
+            dts = packet.dts - self._voff
+            if dts <= self._last_v:
+                packet.pts += self._last_v + 1 - dts
+                dts = self._last_v + 1
+            self._last_v = dts
+            packet.pts -= self._voff
+            packet.dts = dts
+            packet.stream = self._v
+            self.video_packets += 1
+            if packet.is_keyframe:
+                self.keyframes += 1
+        elif idx == self._aindex and self._a is not None:
+            if self._offset_s is None:
+                return  # audio before the first keyframe has no place in this file
+            dts = packet.dts - self._aoff
+            if dts < 0 or dts <= self._last_a:
+                return
+            self._last_a = dts
+            packet.pts -= self._aoff
+            packet.dts = dts
+            packet.stream = self._a
+        else:
+            raise ValueError(f"packet of stream {idx} does not belong to this segment")
+        try:
+            self._out.mux(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            self._discard()
+            raise _storage_error("write", self.part_path, exc) from exc
+
+    def close(self) -> int:
+        """Finish the file and rename ``.part`` to the final name atomically.
+
+        Returns:
+            The final file's size in bytes.
+
+        Raises:
+            StorageError: nothing was written, or finishing/renaming failed (``.part`` removed).
+        """
+        if self._closed:
+            raise StorageError(f"segment {self.final_path} is already closed")
+        if self.video_packets == 0:
+            self._discard()
+            raise StorageError(f"segment {self.final_path} has no video; not kept")
+        try:
+            self._out.close()
+            self._closed = True
+            os.replace(self.part_path, self.final_path)
+            return self.final_path.stat().st_size
+        except (av.error.FFmpegError, OSError) as exc:
+            self._discard()
+            raise _storage_error("finish", self.final_path, exc) from exc
+
+    def abort(self) -> None:
+        """Stop writing and remove the ``.part`` file. Safe to call more than once."""
+        self._discard()
+
+    def _discard(self) -> None:
+        if not self._closed:
+            self._closed = True
+            out = self._out
+            if out is not None:
+                with contextlib.suppress(av.error.FFmpegError, OSError):
+                    out.close()  # the file is being thrown away
+        with contextlib.suppress(OSError):
+            # If even this fails, start-up reconciliation removes the orphan.
+            self.part_path.unlink(missing_ok=True)

@@ -1,0 +1,673 @@
+"""The recorder loop of one camera: record, sense motion cheaply, index, and account for gaps.
+
+One :class:`CameraRecorder` per camera, each on its own daemon thread. Cameras share nothing but
+the (thread-safe) :class:`~homewarden.store.index.Index`, so one camera's failure never touches
+another. PyAV releases the GIL while demuxing, decoding and muxing, so many cameras run in
+parallel; the Python work per packet is kept to a few attribute reads and one mux call.
+
+Per connection (DESIGN.md flows 1-2, issue 2 "Sources", "Recording", "Motion sensing"):
+
+1. Connect (:func:`~homewarden.media.source.open_source`). On any source or storage error log
+   one line, open a gap in the index at the end of the last written footage (or now), and retry
+   after 1 s, doubling up to 30 s; a packet arriving again closes the gap at the new stream's
+   anchor.
+2. Anchor the stream to the wall clock: ``t = anchor + (pts - pts0) * time_base``. The anchor
+   is the earliest ``arrival - (pts - pts0) * time_base`` over the first
+   :data:`SETTLE_SECONDS` of packets: a camera never delivers a frame before it was captured,
+   and packets buffered while the connection was probed arrive in a burst, so the earliest
+   estimate is the most accurate one.
+3. Cut segments only on video keyframes once ``segment_seconds`` have passed; a segment's start
+   is the time of its first keyframe and its end the time of the keyframe that starts the next
+   one, so segments are exactly contiguous. Index each finished segment.
+4. Motion: while quiet only keyframes are decoded (non-key packets never reach the decoder);
+   a moving keyframe switches to decoding every frame, sampled at ``detect_fps``, until the
+   event closes after ``post_capture`` quiet seconds. The event start is refined by decoding
+   the previous GOP (kept as packets) with a second decoder and finding the first frame that
+   differs from the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from homewarden.config import CameraSettings
+from homewarden.domain.events import EventChange, EventTracker
+from homewarden.domain.motion import MotionDetector, MotionParams, MotionResult
+from homewarden.errors import (
+    HomeWardenError,
+    MediaError,
+    SourceError,
+    StorageError,
+    UnsupportedStreamError,
+)
+from homewarden.media.frames import Decoder, scaled_size, to_jpeg, to_small_gray
+from homewarden.media.segment_writer import SegmentWriter
+from homewarden.media.source import Source, open_source
+from homewarden.store.index import Index
+from homewarden.store.records import NewSegment
+
+log = logging.getLogger(__name__)
+
+State = Literal["starting", "connected", "reconnecting", "failed", "stopped"]
+DecodeMode = Literal["off", "keyframes", "full"]
+
+#: Back-off between reconnection attempts: 1 s doubling to 30 s (issue 2, "Sources").
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 30.0
+#: Wall-clock seconds of packets used to anchor a new connection (see module docstring).
+SETTLE_SECONDS = 1.0
+#: Seconds over which fps and bitrate are measured.
+RATE_WINDOW = 2.0
+#: Event label for plain motion (issue 2, "Events").
+MOTION_LABEL = "motion"
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """What one camera is doing, for the API and CLI.
+
+    Attributes:
+        name: camera name.
+        state: ``starting``, ``connected``, ``reconnecting`` (retrying after an error that may
+            pass), ``failed`` (retrying after an error that needs a person: unsupported codec,
+            unreadable file), or ``stopped``.
+        connected_since: UTC epoch seconds of the current connection's first packet, or None.
+        last_packet_at: UTC epoch seconds the last packet arrived, or None.
+        fps_in: video packets per second, measured over the last ~2 s.
+        bitrate: bits per second received (video and audio), measured over the last ~2 s.
+        decode_mode: ``keyframes`` (quiet), ``full`` (motion), or ``off`` (motion disabled:
+            nothing is decoded).
+        segments_written: segments finished and indexed since start.
+        gaps_open: 1 while an outage is being recorded as a gap, else 0.
+        last_error: the latest error in plain words, or None.
+        next_retry_at: UTC epoch seconds of the next connection attempt, or None.
+    """
+
+    name: str
+    state: State
+    connected_since: float | None
+    last_packet_at: float | None
+    fps_in: float
+    bitrate: float
+    decode_mode: DecodeMode
+    segments_written: int
+    gaps_open: int
+    last_error: str | None
+    next_retry_at: float | None
+
+
+def segment_relpath(camera: str, start: float) -> str:
+    """``<camera>/<YYYY-MM-DD>/<HH>/<start:.3f>.mp4`` (UTC), relative to the media dir."""
+    when = datetime.fromtimestamp(start, tz=UTC)
+    return f"{camera}/{when:%Y-%m-%d}/{when:%H}/{start:.3f}.mp4"
+
+
+class _Stop(Exception):
+    """Internal: the recorder was asked to stop."""
+
+
+class CameraRecorder:
+    """Records one camera on a daemon thread. ``start()``, ``status()``, ``stop()``.
+
+    Args:
+        name: camera name (letters, digits, ``-``, ``_``).
+        cam: the camera's settings.
+        media_dir: root of segment files; files go to ``media_dir/<segment_relpath>``.
+        snapshot_dir: event snapshots go to ``snapshot_dir/<camera>/<event_id>.jpg``.
+        index: the recording index (thread-safe).
+        clock: wall clock, UTC epoch seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cam: CameraSettings,
+        media_dir: Path,
+        snapshot_dir: Path,
+        index: Index,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.cam = cam
+        self.media_dir = media_dir
+        self.snapshot_dir = snapshot_dir
+        self.index = index
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._source: Source | None = None
+        self._lock = threading.Lock()
+        # status
+        self._state: State = "starting"
+        self._connected_since: float | None = None
+        self._last_packet_at: float | None = None
+        self._fps = 0.0
+        self._bitrate = 0.0
+        self._mode: DecodeMode = "keyframes" if cam.motion.enabled else "off"
+        self._segments_written = 0
+        self._last_error: str | None = None
+        self._next_retry_at: float | None = None
+        self._logged_error: str | None = None
+        # accounting across connections
+        self._gap_id: int | None = None
+        self._footage_end: float | None = None
+        self._tracker = EventTracker(cam.motion.post_capture)
+        self._event_id: int | None = None
+        self._best_frame: Any = None
+        self._best_saved = True
+        self._motion_params = MotionParams(
+            threshold=cam.motion.threshold, min_area=cam.motion.min_area, alpha=cam.motion.alpha
+        )
+
+    # -- public --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start recording on a daemon thread (``camera-<name>``). Calling twice is an error.
+
+        Raises:
+            RuntimeError: already started.
+        """
+        if self._thread is not None:
+            raise RuntimeError(f"camera {self.name} already started")
+        self._thread = threading.Thread(target=self._run, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop: finish the segment in progress, close the open event and gap.
+
+        A camera blocked on a silent network read stops once ``stall_timeout`` passes.
+
+        Returns:
+            True if the thread ended within ``timeout`` seconds.
+        """
+        self._stop.set()
+        source = self._source
+        if source is not None:
+            source.interrupt()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
+        # A camera that gave up earlier (an unusable file) left its gap open until now.
+        self._close_gap(self.clock())
+        return True
+
+    def status(self) -> CameraStatus:
+        """A snapshot of the camera's state (thread-safe)."""
+        with self._lock:
+            return CameraStatus(
+                name=self.name,
+                state=self._state,
+                connected_since=self._connected_since,
+                last_packet_at=self._last_packet_at,
+                fps_in=self._fps,
+                bitrate=self._bitrate,
+                decode_mode=self._mode,
+                segments_written=self._segments_written,
+                gaps_open=0 if self._gap_id is None else 1,
+                last_error=self._last_error,
+                next_retry_at=self._next_retry_at,
+            )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        try:
+            while not self._stop.is_set():
+                try:
+                    source = open_source(
+                        self.cam.url,
+                        rtsp_transport=self.cam.rtsp_transport,
+                        stall_timeout=self.cam.stall_timeout,
+                        loop=self.cam.loop,
+                    )
+                except SourceError as exc:
+                    if self._failed(exc):
+                        return
+                else:
+                    self._source = source
+                    if self._stop.is_set():
+                        source.interrupt()
+                    try:
+                        if source.dropped_audio:
+                            log.info(
+                                "camera %s: audio codec %s cannot go into MP4; video only",
+                                self.name,
+                                source.dropped_audio,
+                            )
+                        ended = _Connection(self, source).run()
+                    except (MediaError, StorageError) as exc:
+                        if self._failed(exc):
+                            return
+                        if self._connected_since is not None:
+                            backoff = BACKOFF_FIRST  # it worked for a while: start over
+                    else:
+                        if ended or self._stop.is_set():
+                            return
+                    finally:
+                        source.close()
+                        self._source = None
+                        with self._lock:
+                            self._connected_since = None
+                            self._fps = self._bitrate = 0.0
+                if self._stop.is_set():
+                    return
+                with self._lock:
+                    self._next_retry_at = self.clock() + backoff
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                with self._lock:
+                    self._next_retry_at = None
+        except Exception as exc:  # a bug must not pass silently; the thread ends with a status
+            log.exception("camera %s: recorder crashed", self.name)
+            with self._lock:
+                self._state = "failed"
+                self._last_error = f"internal error: {exc}"
+        finally:
+            self._finish_event(self.clock() if self._footage_end is None else self._footage_end)
+            if self._stop.is_set():
+                self._close_gap(self.clock())
+            with self._lock:
+                if self._state != "failed":
+                    self._state = "stopped"
+                self._next_retry_at = None
+                if self._mode != "off":
+                    self._mode = "keyframes"
+
+    def _failed(self, exc: HomeWardenError) -> bool:
+        """Record a failed or lost connection: status, one log line, a gap.
+
+        Returns:
+            True when retrying is pointless: a ``file:`` camera whose file is unsupported or
+            unreadable (replaying it would record the same footage again). Network cameras
+            are always retried: their owner may fix the camera's settings.
+        """
+        message = str(exc)
+        if isinstance(exc, SourceError):
+            reason = exc.reason
+        else:
+            reason = "storage" if isinstance(exc, StorageError) else "media"
+        permanent = isinstance(exc, UnsupportedStreamError) or reason == "unreadable"
+        now = self.clock()
+        with self._lock:
+            self._state = "failed" if permanent else "reconnecting"
+            self._last_error = message
+        # One warning per outage; a different reason later in the same outage is news worth
+        # an info line, the same one again (every retry) only a debug line.
+        if self._logged_error is None:
+            log.warning("camera %s: %s: %s", self.name, reason, message)
+        elif message != self._logged_error:
+            log.info("camera %s: still down: %s: %s", self.name, reason, message)
+        else:
+            log.debug("camera %s: still down: %s", self.name, message)
+        self._logged_error = message
+        self._finish_event(self._footage_end if self._footage_end is not None else now)
+        if self._gap_id is None:
+            start = self._footage_end if self._footage_end is not None else now
+            try:
+                gap_id = self.index.open_gap(self.name, start, reason, message)
+            except HomeWardenError as db_exc:
+                log.error("camera %s: cannot record gap: %s", self.name, db_exc)
+            else:
+                with self._lock:
+                    self._gap_id = gap_id
+        return permanent and self.cam.url.startswith("file:")
+
+    def _connected(self, anchor: float, source: Source) -> None:
+        """The first packets of a connection are in: close the gap, report connected."""
+        self._close_gap(anchor)
+        with self._lock:
+            self._state = "connected"
+            self._connected_since = anchor
+            self._last_error = None
+        if self._logged_error is not None:
+            log.info("camera %s: connected again", self.name)
+        self._logged_error = None
+        log.debug(
+            "camera %s: %s %dx%d", self.name, source.codec_context.name, source.width, source.height
+        )
+
+    def _close_gap(self, end: float) -> None:
+        gap_id = self._gap_id
+        if gap_id is None:
+            return
+        try:
+            self.index.close_gap(gap_id, end)
+        except HomeWardenError as exc:
+            log.error("camera %s: cannot close gap: %s", self.name, exc)
+        with self._lock:
+            self._gap_id = None
+
+    # -- events --------------------------------------------------------------------------
+
+    def _apply(self, changes: list[EventChange], frame: Any) -> None:
+        for ch in changes:
+            try:
+                if ch.kind == "open":
+                    self._event_id = self.index.open_event(
+                        self.name, ch.start, MOTION_LABEL, ch.peak_score, sorted(ch.zones)
+                    )
+                    self._best_frame = frame
+                    self._save_snapshot()
+                elif self._event_id is None:
+                    continue
+                elif ch.kind == "update":
+                    if ch.best_frame:
+                        self._best_frame = frame
+                        self._best_saved = False
+                    self.index.update_event(
+                        self._event_id, peak_score=ch.peak_score, zones=sorted(ch.zones)
+                    )
+                elif ch.kind == "close":
+                    if not self._best_saved:
+                        self._save_snapshot()
+                    self.index.update_event(
+                        self._event_id,
+                        end=ch.end,
+                        peak_score=ch.peak_score,
+                        zones=sorted(ch.zones),
+                    )
+                    self._event_id = None
+                    self._best_frame = None
+            except HomeWardenError as exc:
+                log.error("camera %s: cannot record event: %s", self.name, exc)
+
+    def _save_snapshot(self) -> None:
+        """Write the best frame of the open event as ``<camera>/<event_id>.jpg``."""
+        if self._event_id is None or self._best_frame is None:
+            return
+        rel = f"{self.name}/{self._event_id}.jpg"
+        path = self.snapshot_dir / rel
+        try:
+            data = to_jpeg(self._best_frame)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            self.index.update_event(self._event_id, snapshot_path=rel)
+        except (OSError, MediaError) as exc:
+            log.error("camera %s: cannot write snapshot %s: %s", self.name, path, exc)
+        self._best_saved = True
+
+    def _finish_event(self, ts: float) -> None:
+        self._apply(self._tracker.finish(ts), None)
+
+    # -- used by _Connection ---------------------------------------------------------------
+
+    def _segment_done(self, seg: NewSegment) -> None:
+        try:
+            self.index.add_segment(seg)
+        except HomeWardenError as exc:
+            # The file is on disk; start-up reconciliation indexes it.
+            log.error("camera %s: cannot index segment %s: %s", self.name, seg.path, exc)
+        self._footage_end = seg.end
+        with self._lock:
+            self._segments_written += 1
+
+
+class _Connection:
+    """The packet loop of one connection. Plain attributes on purpose: this runs per packet."""
+
+    def __init__(self, rec: CameraRecorder, source: Source) -> None:
+        self.rec = rec
+        self.source = source
+        self.vindex = source.video.index
+        self.vtb = float(source.video_time_base)
+        self.atb = float(source.audio_time_base) if source.audio_time_base is not None else 0.0
+        rate = source.video.average_rate
+        self.frame_s = 1.0 / float(rate) if rate else 0.0  # fallback packet duration
+        self.anchor = 0.0
+        self.ref = 0.0  # seconds of the first video pts
+        self.writer: SegmentWriter | None = None
+        self.seg_start = 0.0
+        self.seg_end = 0.0  # end of the latest video frame written to the segment
+        self.seg_motion = 0.0
+        # motion
+        m = rec.cam.motion
+        self.motion = m.enabled
+        self.decoder: Decoder | None = None
+        self.detector: MotionDetector | None = None
+        self.full = False
+        self.sample_every = 1.0 / m.detect_fps
+        self.next_sample = 0.0
+        self.gop_prev: list[tuple[Any, float]] = []
+        self.gop_cur: list[tuple[Any, float]] = []
+        if self.motion:
+            self.decoder = Decoder(source.codec_context)
+            self.decoder.set_keyframes_only(True)
+            w, h = scaled_size(source.width, source.height, m.analysis_width)
+            self.gray_w = w
+            self.detector = MotionDetector(
+                rec._motion_params, h, w, masks=m.masks, zones=rec.cam.zones
+            )
+        # rates
+        self.win_start = 0.0
+        self.win_frames = 0
+        self.win_bytes = 0
+
+    def run(self) -> bool:
+        """Process packets until the source ends or fails, or the recorder stops.
+
+        Returns:
+            True when a ``file:`` source reached its end (nothing more to record).
+
+        Raises:
+            SourceError: the source failed; StorageError: a segment could not be written.
+        """
+        rec = self.rec
+        clock = rec.clock
+        stop = rec._stop
+        pending: list[tuple[Any, float]] = []  # (packet, arrival) while settling
+        settling = True
+        settle_until: float | None = None
+        anchor = float("inf")
+        vindex, vtb, atb = self.vindex, self.vtb, self.atb
+        ended = False
+        try:
+            for pkt in self.source.packets():
+                if stop.is_set():
+                    break
+                now = clock()
+                if not settling:
+                    self._packet(pkt, now)
+                    continue
+                if settle_until is None:
+                    if pkt.stream_index != vindex:
+                        continue  # audio before the first video packet has no anchor
+                    self.ref = pkt.pts * vtb
+                    settle_until = now + SETTLE_SECONDS
+                rel = pkt.pts * (vtb if pkt.stream_index == vindex else atb) - self.ref
+                anchor = min(anchor, now - rel)
+                pending.append((pkt, now))
+                if now >= settle_until:
+                    settling = False
+                    self._flush_pending(anchor, pending, now)
+            else:
+                ended = self.source.is_file and not rec.cam.loop and not stop.is_set()
+            if settling and pending:  # a source shorter than the settling time
+                self._flush_pending(anchor, pending, clock())
+        finally:
+            self._end()
+        return ended
+
+    def _flush_pending(self, anchor: float, pending: list[tuple[Any, float]], now: float) -> None:
+        self.anchor = anchor
+        self.win_start = now
+        self.rec._connected(anchor, self.source)
+        for pkt, arrived in pending:
+            self._packet(pkt, arrived)
+        pending.clear()
+
+    def _packet(self, pkt: Any, now: float) -> None:
+        rec = self.rec
+        rec._last_packet_at = now
+        size = pkt.size
+        self.win_bytes += size
+        if pkt.stream_index != self.vindex:
+            if self.writer is not None:
+                self.writer.write(pkt)
+            return
+        t = self.anchor + pkt.pts * self.vtb - self.ref
+        key = pkt.is_keyframe
+        self.win_frames += 1
+        if now - self.win_start >= RATE_WINDOW:
+            span = now - self.win_start
+            with rec._lock:
+                rec._fps = self.win_frames / span
+                rec._bitrate = self.win_bytes * 8 / span
+            self.win_start = now
+            self.win_frames = 0
+            self.win_bytes = 0
+        if key:
+            if self.writer is None:
+                self._open_segment(t)
+            elif t - self.seg_start >= rec.cam.segment_seconds:
+                self._close_segment(t)
+                self._open_segment(t)
+        elif self.writer is None:
+            return  # nothing decodable before the first keyframe
+        if self.motion:
+            self._sense(pkt, t, key)
+        dur = pkt.duration
+        end = t + (dur * self.vtb if dur else self.frame_s)
+        if end > self.seg_end:
+            self.seg_end = end
+        assert self.writer is not None
+        self.writer.write(pkt)
+
+    # -- segments ------------------------------------------------------------------------
+
+    def _open_segment(self, t: float) -> None:
+        rel = segment_relpath(self.rec.name, t)
+        self.writer = SegmentWriter(self.rec.media_dir / rel, self.source.video, self.source.audio)
+        self.seg_rel = rel
+        self.seg_start = t
+        self.seg_end = t
+        self.seg_motion = 0.0
+
+    def _close_segment(self, end: float) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        self.writer = None
+        size = writer.close()
+        self.rec._segment_done(
+            NewSegment(
+                camera=self.rec.name,
+                start=self.seg_start,
+                end=end,
+                bytes=size,
+                keyframes=writer.keyframes,
+                motion_score=self.seg_motion,
+                path=self.seg_rel,
+            )
+        )
+
+    def _end(self) -> None:
+        """Finish the segment in progress (end = its last frame's end) and any event."""
+        if self.writer is not None:
+            try:
+                self._close_segment(self.seg_end)
+            except StorageError as exc:
+                log.error("camera %s: last segment lost: %s", self.rec.name, exc)
+        if self.motion:
+            self.rec._finish_event(self.seg_end if self.seg_end else self.rec.clock())
+            self._set_full(False)
+
+    # -- motion --------------------------------------------------------------------------
+
+    def _set_full(self, on: bool) -> None:
+        if self.full == on:
+            return
+        self.full = on
+        assert self.decoder is not None
+        self.decoder.set_keyframes_only(not on)
+        with self.rec._lock:
+            self.rec._mode = "full" if on else "keyframes"
+
+    def _sense(self, pkt: Any, t: float, key: bool) -> None:
+        if key:
+            self.gop_prev = self.gop_cur
+            self.gop_cur = [(pkt, t)]
+        else:
+            self.gop_cur.append((pkt, t))
+        decoder = self.decoder
+        assert decoder is not None
+        if not self.full:
+            if not key:
+                return  # quiet: non-key packets never reach the decoder
+            for frame in decoder.decode(pkt):
+                self._observe(frame, t, refine=True)
+            return
+        for frame in decoder.decode(pkt):
+            ft = t if frame.pts is None else self.anchor + frame.pts * self.vtb - self.ref
+            if ft + 1e-6 >= self.next_sample:
+                every = self.sample_every
+                self.next_sample = max(self.next_sample + every, ft + 0.5 * every)
+                self._observe(frame, ft, refine=False)
+
+    def _observe(self, frame: Any, t: float, *, refine: bool) -> None:
+        detector = self.detector
+        assert detector is not None
+        gray = to_small_gray(frame, self.gray_w)
+        if gray.shape != (detector.height, detector.width):
+            # The camera changed resolution mid-stream: start a background at the new size.
+            m = self.rec.cam.motion
+            detector = self.detector = MotionDetector(
+                self.rec._motion_params,
+                gray.shape[0],
+                gray.shape[1],
+                masks=m.masks,
+                zones=self.rec.cam.zones,
+            )
+        result = detector.update(gray)
+        if result.score > self.seg_motion:
+            self.seg_motion = result.score
+        rec = self.rec
+        hint = None
+        if result.moving and not rec._tracker.is_open and refine:
+            hint = self._refine_start(t)
+        changes = rec._tracker.observe(t, result, start_hint=hint)
+        if changes:
+            rec._apply(changes, frame)
+        if rec._tracker.is_open:
+            if not self.full:
+                self._set_full(True)
+                self.next_sample = t + self.sample_every
+        elif self.full:
+            self._set_full(False)
+
+    def _refine_start(self, t_key: float) -> float | None:
+        """Earliest frame of the previous GOP that differs from the background, or None."""
+        gop = self.gop_prev
+        if not gop or not gop[0][0].is_keyframe:
+            return None
+        assert self.detector is not None
+        decoder = Decoder(self.source.codec_context)
+        frames: list[Any] = []
+        for pkt, _ in gop:
+            frames.extend(decoder.decode(pkt))
+        frames.extend(decoder.flush())
+        times = sorted(ft for _, ft in gop)
+        next_at = times[0] if times else t_key
+        for frame, ft in zip(frames, times, strict=False):
+            if ft + 1e-6 < next_at:
+                continue
+            next_at = ft + self.sample_every
+            gray = to_small_gray(frame, self.gray_w)
+            if gray.shape != (self.detector.height, self.detector.width):
+                return None  # that GOP was at another resolution
+            result: MotionResult = self.detector.peek(gray)
+            if result.moving:
+                return ft
+        return None

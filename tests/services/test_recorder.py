@@ -1,0 +1,178 @@
+"""The recorder loop on real files (paced at real time), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import pytest
+
+from homewarden.config import CameraSettings
+from homewarden.media import frames
+from homewarden.services.recorder import CameraRecorder, segment_relpath
+from homewarden.store.index import Index
+from tests.media.recorded import with_aac_tone
+
+LOGGER = "homewarden.services.recorder"
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def recorder(tmp_path: Path, index: Index, name: str, **cam: object) -> CameraRecorder:
+    return CameraRecorder(
+        name, CameraSettings(**cam), tmp_path / "media", tmp_path / "snapshots", index
+    )
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == LOGGER and r.levelno >= logging.WARNING and f"camera {name}:" in r.getMessage()
+    ]
+
+
+def test_segment_path_layout() -> None:
+    # 2023-11-14 22:13:20.25 UTC
+    assert segment_relpath("front", 1_700_000_000.25) == "front/2023-11-14/22/1700000000.250.mp4"
+
+
+def test_file_camera_records_contiguous_segments_and_ends(
+    tmp_path: Path, index: Index, bikes_mp4: Path
+) -> None:
+    rec = recorder(
+        tmp_path,
+        index,
+        "bikes",
+        url=f"file:{bikes_mp4}",
+        segment_seconds=2,
+        motion={"enabled": False},
+    )
+    began = time.time()
+    rec.start()
+    assert wait_for(lambda: rec.status().state == "stopped", 20)
+    assert rec.stop(5)
+    status = rec.status()
+    assert status.decode_mode == "off"
+    assert status.last_error is None
+    assert status.gaps_open == 0
+    segs = index.segments(camera="bikes")
+    assert status.segments_written == len(segs) == 5  # keyframes at 0, 1.2, 3.04, 5.48, 7.48, 9.68
+    assert abs(segs[0].start - began) < 1.5
+    for a, b in itertools.pairwise(segs):
+        assert b.start == a.end  # exactly contiguous
+    assert sum(s.duration for s in segs) == pytest.approx(10.0, abs=0.05)  # 250 frames at 25 fps
+    assert [s.keyframes for s in segs] == [2, 1, 1, 1, 1]
+    for seg in segs:
+        path = tmp_path / "media" / seg.path
+        assert path.stat().st_size == seg.bytes
+        with av.open(str(path)) as c:
+            n = sum(1 for _ in c.decode(video=0))
+        assert n / 25 == pytest.approx(seg.duration, abs=0.041)
+    assert not list((tmp_path / "media").rglob("*.part"))
+
+
+def test_missing_file_retries_logs_once_and_records_the_gap(
+    tmp_path: Path, index: Index, bikes_mp4: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    later = tmp_path / "later.mp4"
+    rec = recorder(tmp_path, index, "late", url=f"file:{later}", motion={"enabled": False})
+    began = time.time()
+    rec.start()
+    try:
+        # Attempts at 0, 1 and 3 s (back-off 1 s doubling): still one log line.
+        assert wait_for(lambda: rec.status().next_retry_at is not None, 2)
+        time.sleep(2.5)
+        status = rec.status()
+        assert status.state == "reconnecting"
+        assert status.gaps_open == 1
+        assert "does not exist" in (status.last_error or "")
+        assert status.next_retry_at is not None
+        assert status.next_retry_at > time.time()
+        assert len(warnings_of(caplog, "late")) == 1
+        shutil.copy(bikes_mp4, later)
+        assert wait_for(lambda: rec.status().state == "connected", 6)
+        assert rec.status().gaps_open == 0
+    finally:
+        rec.stop(5)
+    (gap,) = index.gaps(camera="late")
+    assert gap.reason == "unreachable"
+    assert abs(gap.start - began) < 0.5
+    assert gap.end is not None
+    first = index.segments(camera="late")[0]
+    assert first.start == pytest.approx(gap.end, abs=0.05)  # the gap ends where footage starts
+
+
+def test_stop_finishes_the_segment_in_progress_and_closes_the_event(
+    tmp_path: Path, index: Index, vtest_h264: Path
+) -> None:
+    rec = recorder(tmp_path, index, "busy", url=f"file:{vtest_h264}", loop=True)
+    rec.start()
+    assert wait_for(lambda: rec.status().decode_mode == "full", 8)  # people walking: motion
+    time.sleep(1.0)
+    stopped_at = time.time()
+    assert rec.stop(5)
+    assert rec.status().state == "stopped"
+    (seg,) = index.segments(camera="busy")
+    assert 2.0 < seg.duration < 8.0
+    assert seg.end == pytest.approx(stopped_at, abs=0.5)
+    assert seg.motion_score > 0
+    assert (tmp_path / "media" / seg.path).is_file()
+    assert not list((tmp_path / "media").rglob("*.part"))
+    events, _ = index.events(camera="busy")
+    (event,) = events
+    assert event.end is not None
+    assert seg.start <= event.start < event.end <= seg.end + 1e-6
+    assert event.snapshot_path == f"busy/{event.id}.jpg"
+    assert (tmp_path / "snapshots" / event.snapshot_path).read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_quiet_scene_sends_only_keyframes_to_the_decoder(
+    tmp_path: Path, index: Index, still_motion_still_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed: list[bool] = []
+    real = frames.Decoder.decode
+
+    def spy(self: frames.Decoder, packet: av.Packet) -> list[av.VideoFrame]:
+        fed.append(bool(packet.is_keyframe))
+        return real(self, packet)
+
+    monkeypatch.setattr(frames.Decoder, "decode", spy)
+    rec = recorder(tmp_path, index, "still", url=f"file:{still_motion_still_clip}")
+    rec.start()
+    time.sleep(5.0)  # inside the first 20 still seconds
+    status = rec.status()
+    rec.stop(5)
+    assert status.decode_mode == "keyframes"
+    assert status.state == "connected"
+    assert 2 <= len(fed) <= 4
+    assert all(fed)
+    assert index.events(camera="still")[0] == []
+
+
+def test_audio_is_recorded_with_the_video(tmp_path: Path, index: Index, bikes_mp4: Path) -> None:
+    src = with_aac_tone(bikes_mp4, tmp_path / "tone.mp4")
+    rec = recorder(tmp_path, index, "tone", url=f"file:{src}", motion={"enabled": False})
+    rec.start()
+    assert wait_for(lambda: rec.status().state == "stopped", 20)
+    rec.stop(5)
+    segs = index.segments(camera="tone")
+    samples = 0
+    for seg in segs:
+        with av.open(str(tmp_path / "media" / seg.path)) as c:
+            assert c.streams.audio[0].codec_context.name == "aac"
+            samples += sum(f.samples for f in c.decode(audio=0))
+    assert samples / 48000 == pytest.approx(sum(s.duration for s in segs), abs=0.3)
