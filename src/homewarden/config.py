@@ -57,9 +57,13 @@ class MotionSettings(_Strict):
     min_area: float = Field(
         default=0.002, gt=0, lt=1, description="fraction of unmasked pixels that must change"
     )
-    alpha: float = Field(default=0.05, gt=0, le=1, description="background learning rate per sample")
+    alpha: float = Field(
+        default=0.05, gt=0, le=1, description="background learning rate per sample"
+    )
     detect_fps: float = Field(default=5.0, gt=0, le=60)
-    post_capture: float = Field(default=5.0, ge=0, le=600, description="quiet seconds that end an event")
+    post_capture: float = Field(
+        default=5.0, ge=0, le=600, description="quiet seconds that end an event"
+    )
     masks: list[Polygon] = Field(default_factory=list)
 
     @field_validator("masks")
