@@ -60,7 +60,9 @@ PY
     return 0
   fi
   hw_log "installing the project into .venv: pip install -e '.[dev]'"
-  "$HW_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$HW_ROOT[dev]"
+  # This machine's pip config names local indexes that may be absent; their notices are noise.
+  { "$HW_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$HW_ROOT[dev]" \
+      2>&1 1>&3 | sed '/is ignored: it is neither a file nor a directory/d' >&2; } 3>&1
   echo "$want" >"$HW_STAMP"
 }
 
