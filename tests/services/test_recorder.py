@@ -49,6 +49,33 @@ def test_segment_path_layout() -> None:
     assert segment_relpath("front", 1_700_000_000.25) == "front/2023-11-14/22/1700000000.250.mp4"
 
 
+def test_fps_and_bitrate_are_measured_on_stream_time_not_arrival_time(
+    tmp_path: Path, index: Index, bikes_mp4: Path
+) -> None:
+    # Regression: the rate was packets per wall-clock second, so the burst of packets held
+    # while a connection settles (or a paced file catching up under load) read as ~39 fps for
+    # a 25 fps camera. A clock running at twice real time makes arrivals look half as fast;
+    # the camera's rate must not change.
+    t0 = time.time()
+    rec = CameraRecorder(
+        "fast",
+        CameraSettings(url=f"file:{bikes_mp4}", loop=True, motion={"enabled": False}),
+        tmp_path / "media",
+        tmp_path / "snapshots",
+        index,
+        clock=lambda: t0 + 2 * (time.time() - t0),
+    )
+    rec.start()
+    try:
+        assert wait_for(lambda: rec.status().fps_in > 0, 15)
+        status = rec.status()
+    finally:
+        rec.stop(5)
+    assert status.fps_in == pytest.approx(25, rel=0.05)
+    size = bikes_mp4.stat().st_size
+    assert status.bitrate == pytest.approx(size * 8 / 10.0, rel=0.5)  # ~ the file's mean rate
+
+
 def test_file_camera_records_contiguous_segments_and_ends(
     tmp_path: Path, index: Index, bikes_mp4: Path
 ) -> None:

@@ -63,7 +63,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 #: Wall-clock seconds of packets used to anchor a new connection (see module docstring).
 SETTLE_SECONDS = 1.0
-#: Seconds over which fps and bitrate are measured.
+#: Stream seconds over which fps and bitrate are measured.
 RATE_WINDOW = 2.0
 #: Event label for plain motion (issue 2, "Events").
 MOTION_LABEL = "motion"
@@ -80,8 +80,11 @@ class CameraStatus:
             unreadable file), or ``stopped``.
         connected_since: UTC epoch seconds of the current connection's first packet, or None.
         last_packet_at: UTC epoch seconds the last packet arrived, or None.
-        fps_in: video packets per second, measured over the last ~2 s.
-        bitrate: bits per second received (video and audio), measured over the last ~2 s.
+        fps_in: video frames per second of stream time, measured over the last ~2 s of it.
+        bitrate: bits per second of stream time (video and audio), over the same window.
+            Both are measured on packet timestamps, not arrival times, so a burst of packets
+            buffered while a connection is probed, or a paced file catching up after a
+            busy moment, does not read as a faster camera.
         decode_mode: ``keyframes`` (quiet), ``full`` (motion), or ``off`` (motion disabled:
             nothing is decoded).
         segments_written: segments finished and indexed since start.
@@ -451,7 +454,7 @@ class _Connection:
                 rec._motion_params, h, w, masks=m.masks, zones=rec.cam.zones
             )
         # rates
-        self.win_start = 0.0
+        self.win_start: float | None = None  # stream seconds (dts) of the window's first frame
         self.win_frames = 0
         self.win_bytes = 0
 
@@ -491,18 +494,17 @@ class _Connection:
                 pending.append((pkt, now))
                 if now >= settle_until:
                     settling = False
-                    self._flush_pending(anchor, pending, now)
+                    self._flush_pending(anchor, pending)
             else:
                 ended = self.source.is_file and not rec.cam.loop and not stop.is_set()
             if settling and pending:  # a source shorter than the settling time
-                self._flush_pending(anchor, pending, clock())
+                self._flush_pending(anchor, pending)
         finally:
             self._end()
         return ended
 
-    def _flush_pending(self, anchor: float, pending: list[tuple[Any, float]], now: float) -> None:
+    def _flush_pending(self, anchor: float, pending: list[tuple[Any, float]]) -> None:
         self.anchor = anchor
-        self.win_start = now
         self.rec._connected(anchor, self.source)
         for pkt, arrived in pending:
             self._packet(pkt, arrived)
@@ -519,15 +521,20 @@ class _Connection:
             return
         t = self.anchor + pkt.pts * self.vtb - self.ref
         key = pkt.is_keyframe
-        self.win_frames += 1
-        if now - self.win_start >= RATE_WINDOW:
-            span = now - self.win_start
+        # decode order: dts is monotonic where pts is reordered by B-frames
+        d = (pkt.dts if pkt.dts is not None else pkt.pts) * self.vtb
+        if self.win_start is None:
+            self.win_start = d
+        elif d - self.win_start >= RATE_WINDOW:
+            # frames and bytes of [win_start, d): the frame at d opens the next window
+            span = d - self.win_start
             with rec._lock:
                 rec._fps = self.win_frames / span
-                rec._bitrate = self.win_bytes * 8 / span
-            self.win_start = now
+                rec._bitrate = (self.win_bytes - size) * 8 / span
+            self.win_start = d
             self.win_frames = 0
-            self.win_bytes = 0
+            self.win_bytes = size
+        self.win_frames += 1
         if key:
             if self.writer is None:
                 self._open_segment(t)
