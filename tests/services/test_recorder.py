@@ -13,6 +13,7 @@ import av
 import pytest
 
 from homewarden.config import CameraSettings
+from homewarden.detect.person import HogPersonDetector
 from homewarden.media import frames
 from homewarden.services.recorder import CameraRecorder, segment_relpath
 from homewarden.store.index import Index
@@ -203,3 +204,38 @@ def test_audio_is_recorded_with_the_video(tmp_path: Path, index: Index, bikes_mp
             assert c.streams.audio[0].codec_context.name == "aac"
             samples += sum(f.samples for f in c.decode(audio=0))
     assert samples / 48000 == pytest.approx(sum(s.duration for s in segs), abs=0.3)
+
+
+def test_person_detector_labels_a_motion_event_person(
+    tmp_path: Path, index: Index, vtest_h264: Path
+) -> None:
+    # vtest.avi: pedestrians on a walkway from the first frames on. HOG needs no model fetch.
+    rec = CameraRecorder(
+        "walkway",
+        CameraSettings(url=f"file:{vtest_h264}", person_detector=True),
+        tmp_path / "media",
+        tmp_path / "snapshots",
+        index,
+        person_detector=HogPersonDetector(),
+    )
+    rec.start()
+    try:
+        assert wait_for(lambda: any(e.label == "person" for e in index.events()[0]), 30)
+    finally:
+        rec.stop(5)
+    events, _ = index.events(camera="walkway")
+    assert events
+    assert {e.label for e in events} <= {"person", "motion"}
+
+
+def test_without_person_detector_events_stay_motion(
+    tmp_path: Path, index: Index, vtest_h264: Path
+) -> None:
+    rec = recorder(tmp_path, index, "walkway", url=f"file:{vtest_h264}")
+    rec.start()
+    try:
+        assert wait_for(lambda: bool(index.events()[0]), 20)
+        time.sleep(2)
+    finally:
+        rec.stop(5)
+    assert {e.label for e in index.events(camera="walkway")[0]} == {"motion"}

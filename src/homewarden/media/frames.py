@@ -100,6 +100,16 @@ def to_small_gray(frame: Any, width: int) -> NDArray[np.uint8]:
     return np.asarray(small.to_ndarray(), dtype=np.uint8)
 
 
+def to_bgr(frame: Any, width: int) -> NDArray[np.uint8]:
+    """A BGR copy of ``frame`` at most ``width`` pixels wide, for a person detector.
+
+    Returns:
+        HxWx3 uint8 array (OpenCV's BGR order), aspect ratio kept, never upscaled.
+    """
+    w, h = scaled_size(frame.width, frame.height, width)
+    return np.asarray(frame.reformat(width=w, height=h, format="bgr24").to_ndarray(), np.uint8)
+
+
 def to_jpeg(frame: Any) -> bytes:
     """Encode ``frame`` (``av.VideoFrame``) as a JPEG (quality :data:`JPEG_QUALITY`).
 
