@@ -3,14 +3,22 @@
 Every command takes ``--config FILE`` and ``--data-dir DIR``. Read commands mirror the JSON
 API and print JSON with ``--json`` (a Rich table otherwise). Times accept UTC epoch seconds or
 ISO 8601 (without an offset: UTC). Any :class:`HomeWardenError` ends the command with one red
-line on stderr and exit code 2, never a traceback.
+line on stderr and exit code 2, never a traceback - except a failed ``audit verify``, which
+exits 1 (the check ran, and the log did not pass).
+
+``homewarden audit ...`` works on the tamper-evident audit log and prints JSON: ``verify``
+recomputes it and checks every signed tree head, ``proof`` prints an entry's inclusion proof
+with the signed head it verifies against, ``sth`` signs (if the log grew) and prints the
+newest signed tree head, ``rotate-key`` replaces the log signing key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -29,9 +37,19 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from homewarden.config import CameraSettings, Settings, load_settings
+from homewarden.crypto.signing import SignedTreeHead
 from homewarden.detect.models import fetch_person_model
-from homewarden.errors import FootageUnavailableError, HomeWardenError, NotFoundError
+from homewarden.domain.audit import Actor, ActorKind
+from homewarden.errors import (
+    FootageUnavailableError,
+    HomeWardenError,
+    InvalidRequestError,
+    LogTamperedError,
+    NotFoundError,
+    VerificationError,
+)
 from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
+from homewarden.services.audit import AuditLog
 from homewarden.services.demo import fetch_footage, find_local_footage, prepare_demo_clip
 from homewarden.services.queries import Queries, parse_time, redact_url
 from homewarden.services.runtime import ApiAddress, Runtime
@@ -40,6 +58,8 @@ from homewarden.web.app import create_app
 
 #: Exit code of every HomeWarden error (bad config, unknown camera, bad time, ...).
 EXIT_ERROR = 2
+#: Exit code of ``audit verify`` when the log fails a check.
+EXIT_VERIFY_FAILED = 1
 #: Seconds the ``cameras`` command waits for a running API before using the index alone.
 LIVE_STATUS_TIMEOUT = 2.0
 
@@ -67,8 +87,12 @@ app = typer.Typer(
 )
 config_app = typer.Typer(cls=_Group, help="Check configuration.", no_args_is_help=True)
 models_app = typer.Typer(cls=_Group, help="Detector models.", no_args_is_help=True)
+audit_app = typer.Typer(
+    cls=_Group, help="The tamper-evident audit log (prints JSON).", no_args_is_help=True
+)
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
+app.add_typer(audit_app, name="audit")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -137,8 +161,8 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) ->
 
 
 @contextlib.contextmanager
-def _queries(settings: Settings) -> Iterator[Queries]:
-    """Queries over the index of ``settings`` (no live recorders)."""
+def _index(settings: Settings) -> Iterator[Index]:
+    """The migrated index of ``settings``."""
     _setup_logging(False)
     if settings.database_url is None and not (settings.data_dir / "homewarden.db").is_file():
         raise NotFoundError(
@@ -148,9 +172,36 @@ def _queries(settings: Settings) -> Iterator[Queries]:
     index = Index(settings.db_url)
     try:
         index.migrate()
-        yield Queries(index, settings)
+        yield index
     finally:
         index.close()
+
+
+def _open_audit(settings: Settings) -> AuditLog:
+    return AuditLog.open(settings.db_url, settings.keys_dir, household=settings.household)
+
+
+@contextlib.contextmanager
+def _audit_log(settings: Settings) -> Iterator[AuditLog]:
+    """The audit log of ``settings``' (migrated) database and keys."""
+    with _index(settings), _open_audit(settings) as audit:
+        yield audit
+
+
+@contextlib.contextmanager
+def _queries(settings: Settings) -> Iterator[Queries]:
+    """Queries over the index of ``settings`` (no live recorders), auditing footage access."""
+    with _index(settings) as index, _open_audit(settings) as audit:
+        yield Queries(index, settings, audit=audit)
+
+
+def _cli_actor() -> Actor:
+    """The local operator at this terminal: ``cli:<OS user>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry
+        user = f"uid{os.getuid()}"
+    return Actor(ActorKind.LOCAL_OPERATOR, f"cli:{user}")
 
 
 def _time(value: str | None, name: str) -> float | None:
@@ -413,12 +464,16 @@ def clip(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, for the audit log.", show_default=True)
+    ] = "cli",
 ) -> None:
-    """Write a clip of any time range, remuxed from the segments (no re-encode)."""
+    """Write a clip of any time range, remuxed from the segments (no re-encode); the access
+    is an entry of the audit log."""
     settings = load_settings(config, data_dir=data_dir)
     lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
     with _queries(settings) as q:
-        result = q.write_clip(camera, lo, hi, output)
+        result = q.write_clip(camera, lo, hi, output, actor=_cli_actor(), reason=reason)
     info = {
         "path": str(result.path),
         "camera": result.camera,
@@ -472,6 +527,139 @@ def models_fetch(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     settings = load_settings(config, data_dir=data_dir)
     path = fetch_person_model(settings.cache_dir / "models")
     out.print(f"Person model cached at {path}")
+
+
+# ------------------------------------------------------------------------------------------
+# audit
+
+
+def _read_sth(path: Path) -> SignedTreeHead:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise InvalidRequestError(f"{path} is not JSON: {exc}") from exc
+    # Accept the head alone or `audit sth` / `audit proof` output holding one.
+    if isinstance(data, dict) and isinstance(data.get("tree_head"), dict):
+        data = data["tree_head"]
+    try:
+        return SignedTreeHead.from_json(data)
+    except VerificationError as exc:
+        raise InvalidRequestError(f"{path}: {exc}") from exc
+
+
+@audit_app.command("verify")
+def audit_verify(
+    from_sth: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-sth",
+            help="A signed tree head saved earlier (JSON of `audit sth`) the log must still match.",
+            dir_okay=False,
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Recompute the audit log's tree from its entries and check every signed tree head.
+
+    Prints a JSON report. Exits 1 with the precise reason (the first bad index) when an entry
+    was changed, deleted, inserted or reordered, or a signature does not verify.
+    """
+    settings = load_settings(config, data_dir=data_dir)
+    anchor = _read_sth(from_sth) if from_sth is not None else None
+    with _audit_log(settings) as audit:
+        try:
+            report = audit.verify(anchor)
+        except VerificationError as exc:
+            failure: dict[str, Any] = {"ok": False, "reason": str(exc), "error": exc.code}
+            if isinstance(exc, LogTamperedError):
+                failure["first_bad_index"] = exc.first_bad_index
+                failure["bad_range"] = list(exc.bad_range) if exc.bad_range else None
+            _print_json(failure)
+            err.print(Text(f"audit log verification FAILED: {exc}", style="bold red"))
+            raise typer.Exit(EXIT_VERIFY_FAILED) from None
+    _print_json(report.to_json())
+
+
+@audit_app.command("proof")
+def audit_proof(
+    index: Annotated[int, typer.Option("--index", min=0, help="Entry index.")],
+    size: Annotated[
+        int | None,
+        typer.Option(
+            "--size",
+            min=1,
+            help="Tree size (default: the newest signed head, signed now if "
+            "it does not cover the entry yet).",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print the inclusion proof of entry N and the signed tree head it verifies against."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _audit_log(settings) as audit:
+        head: SignedTreeHead | None
+        if size is None:
+            head = audit.latest_tree_head()
+            if head is None or head.tree_size <= index:
+                head = audit.sign_tree_head()
+            size = head.tree_size
+        else:
+            head = next((h for h in reversed(audit.tree_heads()) if h.tree_size == size), None)
+        proof = audit.inclusion_proof(index, size)
+    if head is not None and head.root_hash != proof.root_hash:
+        raise LogTamperedError(
+            f"the stored tree of size {size} does not match its signed head; run "
+            "`homewarden audit verify`",
+            first_bad_index=None,
+            bad_range=(0, size),
+        )
+    _print_json({"proof": proof.to_json(), "tree_head": head.to_json() if head else None})
+
+
+@audit_app.command("sth")
+def audit_sth(
+    sign: Annotated[
+        bool, typer.Option("--sign/--no-sign", help="Sign a new head first if the log grew.")
+    ] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print the newest signed tree head as JSON (save it: `verify --from-sth` checks the log
+    against it later)."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _audit_log(settings) as audit:
+        if sign:
+            audit.ensure_key()
+            audit.sign_if_grown()
+        head = audit.latest_tree_head()
+    if head is None:
+        raise NotFoundError("the audit log has no signed tree head yet")
+    _print_json({"tree_head": head.to_json()})
+
+
+@audit_app.command("rotate-key")
+def audit_rotate_key(
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the audit log.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Replace the audit log signing key; the old public key stays for verification."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _audit_log(settings) as audit:
+        audit.ensure_key()
+        old, new = audit.rotate_key(_cli_actor(), reason)
+        head = audit.latest_tree_head()
+    _print_json(
+        {
+            "old_key_id": old.hex(),
+            "new_key_id": new.hex(),
+            "tree_head": head.to_json() if head else None,
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -143,6 +143,14 @@ class StorageSettings(_Strict):
     retention_interval: float = Field(default=60.0, gt=0, description="seconds between passes")
 
 
+class AuditSettings(_Strict):
+    """The audit log's signed tree heads."""
+
+    sth_interval: float = Field(
+        default=60.0, gt=0, le=86400, description="seconds between signed tree heads (if grown)"
+    )
+
+
 class Settings(BaseSettings):
     """Everything HomeWarden reads from configuration. Build with :func:`load_settings`."""
 
@@ -152,9 +160,23 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./homewarden-data")
     database_url: str | None = None
+    household: str = Field(
+        default="home",
+        min_length=1,
+        max_length=64,
+        description="id of the household this recorder serves, written into audit entries",
+    )
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     cameras: dict[str, CameraSettings] = Field(default_factory=dict)
+
+    @field_validator("household")
+    @classmethod
+    def _household_name(cls, v: str) -> str:
+        if not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError(f"household {v!r} may hold only letters, digits, - and _")
+        return v
 
     @field_validator("cameras")
     @classmethod
@@ -173,6 +195,11 @@ class Settings(BaseSettings):
     def snapshot_dir(self) -> Path:
         """Event snapshots (JPEG)."""
         return self.data_dir / "snapshots"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Deployment keys: ``log_signing_key`` (0600) and ``log_public_keys.json``."""
+        return self.data_dir / "keys"
 
     @property
     def cache_dir(self) -> Path:

@@ -22,7 +22,13 @@ problem documents in one place (``homewarden.web.problems``).
     │   │   └── UnsupportedStreamError   no video stream, or a codec we do not record
     │   └── ClipError                cannot compose a clip from the segments
     ├── FootageUnavailableError      the demo cannot find or fetch real footage
-    └── ModelUnavailableError        a detector model cannot be fetched, unpacked or loaded
+    ├── ModelUnavailableError        a detector model cannot be fetched, unpacked or loaded
+    └── VerificationError            a proof, signature or the audit log does not check out
+        ├── InvalidProofError            an inclusion or consistency proof does not verify
+        ├── InvalidSignatureError        a signature does not verify, or its key is unknown
+        └── LogTamperedError             stored audit entries disagree with their tree / heads
+
+Verifiers raise a :class:`VerificationError` with the reason; they never return False.
 """
 
 from __future__ import annotations
@@ -127,3 +133,48 @@ class ModelUnavailableError(HomeWardenError):
     """A detector model cannot be fetched from its registry, unpacked, or loaded."""
 
     code = "model-unavailable"
+
+
+class VerificationError(HomeWardenError):
+    """Something that must verify does not (a proof, a signature, the audit log)."""
+
+    code = "verification"
+
+
+class InvalidProofError(VerificationError):
+    """An RFC 9162 inclusion or consistency proof does not verify, or cannot be built."""
+
+    code = "invalid-proof"
+
+
+class InvalidSignatureError(VerificationError):
+    """A signature does not verify, is malformed, or was made by a key that is not known."""
+
+    code = "invalid-signature"
+
+
+class LogTamperedError(VerificationError):
+    """Stored audit entries disagree with their own tree or with a signed tree head.
+
+    ``first_bad_index`` is the lowest entry index known to be changed, missing, inserted or
+    out of place. When the stored tree hashes were rewritten too, a signed head can only bound
+    the damage: ``first_bad_index`` is then None and ``bad_range`` is the ``[start, end)`` of
+    entry indexes that holds the first bad one.
+    """
+
+    code = "log-tampered"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        first_bad_index: int | None,
+        bad_range: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.first_bad_index = first_bad_index
+        self.bad_range = (
+            bad_range
+            if bad_range is not None or first_bad_index is None
+            else (first_bad_index, first_bad_index + 1)
+        )

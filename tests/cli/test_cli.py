@@ -198,6 +198,21 @@ def test_read_commands_print_json(
         frames = sum(1 for _ in c.decode(video=0))
     assert frames == pytest.approx((end - first) * 25, abs=2)
 
+    # the run signed tree heads; the clip is the newest entry, by the operator at the CLI
+    verified = runner.invoke(app, ["audit", "verify", *base])
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.stdout)
+    assert report["tree_heads_checked"] >= 1
+    proof = runner.invoke(app, ["audit", "proof", *base, "--index", str(report["size"] - 1)])
+    assert proof.exit_code == 0, proof.output
+    entry = json.loads(proof.stdout)["proof"]["entry"]
+    assert entry["action"] == "footage:clip:download"
+    assert entry["actor"]["kind"] == "local_operator"
+    assert entry["actor"]["id"].startswith("cli:")
+    assert entry["reason"] == "cli"
+    assert entry["subject"]["camera"] == "bikes"
+    assert entry["subject"]["start_ms"] == int(first * 1000)
+
     tables = runner.invoke(app, ["recordings", *base])
     assert tables.exit_code == 0
     assert "bikes" in tables.stdout

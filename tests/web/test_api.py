@@ -23,8 +23,10 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from homewarden.config import Settings
+from homewarden.domain.audit import AuditEntry
 from homewarden.domain.permissions import Permission
 from homewarden.media.segment_writer import SegmentWriter
+from homewarden.services.audit import AuditLog
 from homewarden.services.queries import MAX_CLIP_SECONDS, Queries
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment
@@ -124,6 +126,11 @@ class Api:
     events: dict[str, int]
     footage: Footage
     open_gap: int
+    audit: AuditLog
+
+    def audited(self) -> list[AuditEntry]:
+        """Every entry of the audit log, oldest first."""
+        return [self.audit.entry(i) for i in range(self.audit.size())]
 
 
 @pytest.fixture
@@ -153,9 +160,10 @@ def api(index: Index, database_url: str, footage: Footage) -> Iterator[Api]:
             "porch": {"url": "rtsp://admin:s3cret-pw@192.0.2.10:554/stream1", "enabled": False},
         },
     )
-    app = create_app(Queries(index, settings))
-    with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
-        yield Api(client, app, index, events, footage, open_gap)
+    with AuditLog.open(database_url, settings.keys_dir) as audit:
+        app = create_app(Queries(index, settings, audit=audit))
+        with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
+            yield Api(client, app, index, events, footage, open_gap, audit)
 
 
 def assert_problem(resp, status: int, code: str | None = None) -> dict:
@@ -218,6 +226,7 @@ def test_remote_client_is_denied_on_every_route(api: Api) -> None:
         assert any(p in body["detail"] for p in declared_permissions(route))
         checked += 1
     assert checked >= 13
+    assert api.audit.size() == 0  # nothing was served, so nothing to account for
     # the same routes answer a loopback client
     assert api.client.get("/api/health").status_code == 200
 
@@ -439,6 +448,17 @@ def test_event_snapshot(api: Api) -> None:
     assert image.shape == (272, 640, 3)
     no_snapshot = api.client.get(f"/api/events/{api.events['bike']}/snapshot.jpg")
     assert "no snapshot" in assert_problem(no_snapshot, 404, "not-found")["detail"]
+    # one entry: the snapshot served, not the one that was not found
+    (entry,) = api.audited()
+    assert entry.action == "footage:snapshot:view"
+    assert (entry.actor.kind, entry.actor.id) == ("local_operator", LOOPBACK[0])
+    assert entry.reason == "api"
+    assert entry.subject.camera == "front"
+    assert entry.subject.event == api.events["walk"]
+    assert (entry.subject.start_ms, entry.subject.end_ms) == (
+        round((T0 + 1.0) * 1000),
+        round((T0 + 3.0) * 1000),
+    )
 
 
 # -- clips -------------------------------------------------------------------------------
@@ -455,6 +475,14 @@ def test_event_clip_covers_the_event(api: Api) -> None:
     open_clip = api.client.get(f"/api/events/{api.events['open']}/clip.mp4")
     assert open_clip.status_code == 200
     assert _clip_duration(open_clip.content)[0] == pytest.approx(1.0, abs=0.2)
+    person, opened = api.audited()
+    for entry, key, served in ((person, "person", resp), (opened, "open", open_clip)):
+        assert entry.action == "footage:clip:download"
+        assert entry.actor.id == LOOPBACK[0]
+        assert entry.subject.event == api.events[key]
+        # the range is what the clip really covers (its headers), widened to whole ms
+        assert entry.subject.start_ms == int(float(served.headers["x-clip-start"]) * 1000)
+        assert abs(entry.subject.end_ms - float(served.headers["x-clip-end"]) * 1000) <= 1
 
 
 def test_range_clip_spans_segments_and_serves_ranges(api: Api) -> None:
@@ -480,6 +508,14 @@ def test_range_clip_spans_segments_and_serves_ranges(api: Api) -> None:
     assert tail.content == full.content[-500:]
     middle = api.client.get(url, params=params, headers={"Range": f"bytes={size // 2}-"})
     assert middle.content == full.content[size // 2 :]
+    # every request that served bytes of footage is an entry, each with the served span
+    entries = api.audited()
+    assert [e.index for e in entries] == [0, 1, 2, 3]
+    assert {e.action for e in entries} == {"footage:clip:download"}
+    assert {(e.subject.camera, e.subject.event) for e in entries} == {("front", None)}
+    lo_ms = int(float(full.headers["x-clip-start"]) * 1000)
+    assert {e.subject.start_ms for e in entries} == {lo_ms}
+    assert lo_ms >= int(start * 1000) - 1
 
 
 def test_range_clip_problems(api: Api) -> None:
@@ -497,6 +533,25 @@ def test_range_clip_problems(api: Api) -> None:
         404,
         "not-found",
     )
+    assert api.audit.size() == 0  # refused requests served nothing
+
+
+def test_footage_is_not_served_when_its_audit_entry_cannot_be_written(
+    api: Api, database_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:  # the log's table is gone: appends fail
+            conn.execute(text("ALTER TABLE audit_state RENAME TO audit_state_gone"))
+    finally:
+        engine.dispose()
+    resp = api.client.get("/api/cameras/front/clip.mp4", params={"start": T0, "end": T0 + 3})
+    body = assert_problem(resp, 503, "database")
+    assert "audit" in body["detail"]
+    snap = api.client.get(f"/api/events/{api.events['walk']}/snapshot.jpg")
+    assert_problem(snap, 503, "database")
 
 
 # -- system ------------------------------------------------------------------------------

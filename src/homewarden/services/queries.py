@@ -1,9 +1,12 @@
 """Read use-cases over the index and the live recorder statuses.
 
 The JSON API (``homewarden.web``) and the read commands of the CLI both call these; neither
-queries the index directly. Every time is float UTC epoch seconds, every size bytes. Inputs
-a caller typed (times, cursors, spans) are checked here and rejected with
-:class:`InvalidRequestError`; unknown cameras and events raise :class:`NotFoundError`.
+queries the index directly. Every use-case that hands out footage (a clip, a snapshot) appends
+an entry to the audit log - who, which camera and time range, why - before it returns, and
+fails (serving nothing) when the entry cannot be written. Every time is float UTC epoch
+seconds, every size bytes. Inputs a caller typed (times, cursors, spans) are checked here
+and rejected with :class:`InvalidRequestError`; unknown cameras and events raise
+:class:`NotFoundError`.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from homewarden import __version__
 from homewarden.config import Settings
+from homewarden.domain.audit import Actor, AuditTag
 from homewarden.errors import InvalidRequestError, NotFoundError, StorageError
 from homewarden.media.clip import ClipInfo, compose_clip
+from homewarden.services.audit import AuditLog
 from homewarden.store.index import Index
 from homewarden.store.records import EventRecord, GapRecord, SegmentRecord
 
@@ -308,6 +313,8 @@ class Queries:
         statuses: live recorder statuses (the runtime's recorders); none when no recorder
             runs in this process (CLI read commands).
         clock: returns now as UTC epoch seconds.
+        audit: the audit log every footage access is written to (required: there is no way
+            to serve footage unaccounted for).
     """
 
     def __init__(
@@ -316,8 +323,11 @@ class Queries:
         settings: Settings,
         statuses: StatusSource = _no_statuses,
         clock: Callable[[], float] = time.time,
+        *,
+        audit: AuditLog,
     ) -> None:
         self._index = index
+        self._audit = audit
         self._settings = settings
         self._statuses = statuses
         self._clock = clock
@@ -503,11 +513,13 @@ class Queries:
         """
         return EventView.of(self._index.event(event_id))
 
-    def snapshot(self, event_id: int) -> Path:
-        """The JPEG snapshot file of an event.
+    def snapshot(self, event_id: int, *, actor: Actor, reason: str) -> Path:
+        """The JPEG snapshot file of an event, for ``actor`` (who asks) because of ``reason``;
+        audited as ``footage:snapshot:view`` of the event's camera and span.
 
         Raises:
             NotFoundError: no such event, the event has no snapshot, or its file is gone.
+            DatabaseError: the audit entry cannot be written (nothing is served).
         """
         ev = self._index.event(event_id)
         if ev.snapshot_path is None:
@@ -520,17 +532,28 @@ class Queries:
             raise NotFoundError(f"event {event_id} snapshot is outside the data dir")
         if not path.is_file():
             raise NotFoundError(f"event {event_id} snapshot file is missing")
+        self._audit.append(
+            AuditTag.FOOTAGE_SNAPSHOT_VIEW,
+            actor,
+            reason,
+            camera=ev.camera,
+            start=ev.start,
+            end=ev.end if ev.end is not None else ev.start,
+            event=ev.id,
+        )
         return path
 
     # clips
 
-    def event_clip(self, event_id: int) -> ClipFile:
-        """A clip of an event, from its start to its end (or the newest footage while open).
+    def event_clip(self, event_id: int, *, actor: Actor, reason: str) -> ClipFile:
+        """A clip of an event, from its start to its end (or the newest footage while open),
+        for ``actor`` because of ``reason``; audited as ``footage:clip:download``.
 
         Raises:
             NotFoundError: no such event, or no footage for it.
             InvalidRequestError: the event is longer than :data:`MAX_CLIP_SECONDS`.
             ClipError, StorageError: the segments cannot be remuxed.
+            DatabaseError: the audit entry cannot be written (nothing is served).
         """
         ev = self._index.event(event_id)
         end = ev.end
@@ -541,17 +564,42 @@ class Queries:
             end = max(s.end for s in segs)
         if end <= ev.start:
             raise NotFoundError(f"event {event_id} has no footage span")
-        return self.range_clip(ev.camera, ev.start, end)
+        clip = self._cached_clip(ev.camera, ev.start, end)
+        self._audit_clip(clip, actor, reason, event=ev.id)
+        return clip
 
-    def range_clip(self, camera: str, start: float, end: float) -> ClipFile:
+    def range_clip(
+        self, camera: str, start: float, end: float, *, actor: Actor, reason: str
+    ) -> ClipFile:
         """A clip of ``camera`` over ``[start, end]``, remuxed (never re-encoded) from the
-        segments into the clip cache and reused for :data:`CLIP_CACHE_SECONDS`.
+        segments into the clip cache and reused for :data:`CLIP_CACHE_SECONDS`, for ``actor``
+        because of ``reason``; every call (each Range request of a player too) is audited as
+        ``footage:clip:download`` of the span the clip really covers.
 
         Raises:
             NotFoundError: unknown camera, or no footage in the span.
             InvalidRequestError: ``end <= start`` or longer than :data:`MAX_CLIP_SECONDS`.
             ClipError, StorageError: the segments cannot be remuxed.
+            DatabaseError: the audit entry cannot be written (nothing is served).
         """
+        clip = self._cached_clip(camera, start, end)
+        self._audit_clip(clip, actor, reason)
+        return clip
+
+    def _audit_clip(
+        self, clip: ClipFile, actor: Actor, reason: str, *, event: int | None = None
+    ) -> None:
+        self._audit.append(
+            AuditTag.FOOTAGE_CLIP_DOWNLOAD,
+            actor,
+            reason,
+            camera=clip.camera,
+            start=clip.start,
+            end=clip.end,
+            event=event,
+        )
+
+    def _cached_clip(self, camera: str, start: float, end: float) -> ClipFile:
         self._check_clip_span(start, end)
         self._require_camera(camera)
         segs = self._clip_segments(camera, start, end)
@@ -577,11 +625,16 @@ class Queries:
             self._clip_infos[out] = info
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 
-    def write_clip(self, camera: str, start: float, end: float, out: Path) -> ClipFile:
-        """Compose a clip of ``camera`` over ``[start, end]`` straight into ``out``.
+    def write_clip(
+        self, camera: str, start: float, end: float, out: Path, *, actor: Actor, reason: str
+    ) -> ClipFile:
+        """Compose a clip of ``camera`` over ``[start, end]`` straight into ``out``, for
+        ``actor`` because of ``reason``; audited as ``footage:clip:download``. The entry is
+        written before the clip is: if it cannot be, no footage is written.
 
         Raises:
             NotFoundError, InvalidRequestError, ClipError, StorageError: as :meth:`range_clip`.
+            DatabaseError: the audit entry cannot be written.
         """
         self._check_clip_span(start, end)
         self._require_camera(camera)
@@ -590,6 +643,16 @@ class Queries:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create {out.parent}: {exc}") from exc
+        # The file lands where the caller said, outside our control: account for the
+        # requested span before a byte of it exists.
+        self._audit.append(
+            AuditTag.FOOTAGE_CLIP_DOWNLOAD,
+            actor,
+            reason,
+            camera=camera,
+            start=max(start, min(s.start for s in segs)),
+            end=min(end, max(s.end for s in segs)),
+        )
         info = self._compose(segs, start, end, out)
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 

@@ -5,15 +5,19 @@
 1. binds the API socket - on a loopback address only (config checks this, and so does the
    bind, after name resolution, since accounts do not exist yet; DESIGN.md / issue 2);
 2. opens the index at ``settings.db_url``, migrates it and reconciles it with the media dir;
-3. starts one :class:`CameraRecorder` per enabled camera;
-4. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
-5. serves the API with uvicorn on the bound socket in a thread.
+3. opens the audit log (:class:`~homewarden.services.audit.AuditLog`; its signing key is
+   generated at first run) and starts the tree-head loop (a signed tree head at once, then
+   every ``audit.sth_interval`` s when the log grew, and a last one at stop);
+4. starts one :class:`CameraRecorder` per enabled camera;
+5. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
+6. serves the API with uvicorn on the bound socket in a thread.
 
 The web layer sits above services, so the API app is handed in as ``app_factory`` (the CLI
 passes :func:`homewarden.web.app.create_app`); without one, no API is served.
 
 :meth:`Runtime.stop` undoes it in reverse order of importance: recorders first (each finishes
-its segment in progress), then the API, then the retention loop, then the index.
+its segment in progress), then the API, then the retention loop, then the tree-head loop
+(signing a last head), then the audit log and the index.
 :meth:`Runtime.run` wraps start, wait and stop, stopping on SIGINT/SIGTERM or after a duration.
 """
 
@@ -34,8 +38,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from homewarden.config import Settings
+from homewarden.detect.person import load_person_detector
 from homewarden.domain.permissions import is_loopback
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
+from homewarden.services.audit import AuditLog
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
 from homewarden.services.recorder import CameraRecorder
@@ -125,6 +131,9 @@ class Runtime:
         self._app_factory = app_factory
         self._stop_requested = threading.Event()
         self._retention_stop = threading.Event()
+        self._sth_stop = threading.Event()
+        self._sth_thread: threading.Thread | None = None
+        self._audit: AuditLog | None = None
         self._index: Index | None = None
         self._recorders: dict[str, CameraRecorder] = {}
         self._retention_thread: threading.Thread | None = None
@@ -152,13 +161,24 @@ class Runtime:
             raise RuntimeError("runtime not started")
         return self._index
 
+    @property
+    def audit(self) -> AuditLog:
+        """The open audit log.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if self._audit is None:
+            raise RuntimeError("runtime not started")
+        return self._audit
+
     def statuses(self) -> Mapping[str, CameraStatusLike]:
         """Live status of every running recorder, by camera name."""
         return {name: rec.status() for name, rec in list(self._recorders.items())}
 
     def queries(self) -> Queries:
         """Read use-cases over this runtime's index and recorders."""
-        return Queries(self.index, self.settings, self.statuses, self._clock)
+        return Queries(self.index, self.settings, self.statuses, self._clock, audit=self.audit)
 
     def start(self) -> ApiAddress | None:
         """Start everything (see the module docstring); returns the API address.
@@ -211,11 +231,17 @@ class Runtime:
         self._retention_stop.set()
         if self._retention_thread is not None:
             self._retention_thread.join()
+        self._sth_stop.set()
+        if self._sth_thread is not None:
+            self._sth_thread.join()
+        if self._audit is not None:
+            self._audit.close()
         if self._index is not None:
             self._index.close()
         self._recorders.clear()
-        self._server = self._server_thread = self._retention_thread = None
+        self._server = self._server_thread = self._retention_thread = self._sth_thread = None
         self._sock = None
+        self._audit = None
         self._index = None
 
     def run(
@@ -263,12 +289,26 @@ class Runtime:
         report = reconcile(self._index, s.media_dir)
         if any(dataclasses.astuple(report)):
             log.info("index reconciled with %s: %s", s.media_dir, report)
+        self._audit = AuditLog.open(s.db_url, s.keys_dir, household=s.household, clock=self._clock)
+        self._audit.ensure_key()
+        self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
+        self._sth_thread.start()
         for name, cam in s.cameras.items():
             if not cam.enabled:
                 log.info("camera %s is disabled", name)
                 continue
+            detector = None
+            if cam.person_detector:
+                detector, why = load_person_detector(s.cache_dir / "models")
+                log.info("camera %s: person detector: %s", name, why)
             rec = CameraRecorder(
-                name, cam, s.media_dir, s.snapshot_dir, self._index, clock=self._clock
+                name,
+                cam,
+                s.media_dir,
+                s.snapshot_dir,
+                self._index,
+                clock=self._clock,
+                person_detector=detector,
             )
             rec.start()
             self._recorders[name] = rec
@@ -315,6 +355,24 @@ class Runtime:
                 log.error("retention pass failed: %s", exc)
             if self._retention_stop.wait(interval):
                 return
+
+    def _sth_loop(self) -> None:
+        assert self._audit is not None
+        while True:
+            self._sign_tree_head(self._audit)
+            if self._sth_stop.wait(self.settings.audit.sth_interval):
+                break
+        self._sign_tree_head(self._audit)  # a last head covers everything up to the stop
+
+    @staticmethod
+    def _sign_tree_head(audit: AuditLog) -> None:
+        try:
+            sth = audit.sign_if_grown()
+        except HomeWardenError as exc:
+            log.error("cannot sign an audit tree head: %s", exc)
+            return
+        if sth is not None:
+            log.info("signed the audit tree head of size %d", sth.tree_size)
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Double, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,3 +100,57 @@ class HoldRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+#: 64-bit keys, but SQLite's INTEGER PRIMARY KEY (the rowid itself: clustered, no extra index).
+AuditIndex = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AuditEntryRow(Base):
+    """One audit log entry: ``leaf`` is its canonical JSON, ``leaf_hash`` its RFC 9162 leaf
+    hash (level-0 node). Rows are only ever inserted (``homewarden.store.audit_store``)."""
+
+    __tablename__ = "audit_entries"
+
+    idx: Mapped[int] = mapped_column(AuditIndex, primary_key=True, autoincrement=False)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditNodeRow(Base):
+    """A complete interior subtree of the audit tree: ``2**level`` leaves from
+    ``idx * 2**level`` (level >= 1), cached so proofs need O(log n) reads."""
+
+    __tablename__ = "audit_nodes"
+    # Clustered on (level, idx) on SQLite: no rowid, no second index.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditTreeHeadRow(Base):
+    """A signed tree head: the log had ``tree_size`` entries with ``root`` at ``timestamp_ms``
+    (UTC epoch ms), signed (Ed25519, 64 bytes) by the key whose SHA-256 id is ``key_id``."""
+
+    __tablename__ = "audit_tree_heads"
+    __table_args__ = (Index("ix_audit_tree_heads_tree_size", "tree_size"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tree_size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    timestamp_ms: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class AuditStateRow(Base):
+    """The one row (id 1) holding the log's size. Writers lock it (PostgreSQL ``FOR UPDATE``;
+    SQLite ``BEGIN IMMEDIATE``) so index allocation is serial across threads and processes."""
+
+    __tablename__ = "audit_state"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_state_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)

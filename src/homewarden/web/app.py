@@ -1,7 +1,9 @@
 """The JSON API: FastAPI app factory and its routes.
 
 Routes only parse input, call a :class:`homewarden.services.queries.Queries` use-case and
-shape the answer; read logic lives in the service. Every route declares its permission with
+shape the answer; read logic lives in the service. Routes that serve footage pass the caller
+(:func:`homewarden.web.deps.caller`) and the reason ``"api"`` down; the service writes the
+audit entry (the web layer never does). Every route declares its permission with
 :func:`homewarden.web.deps.requires` (the OpenAPI route too), and the factory
 refuses to build an app with an ungated route. Errors are RFC 9457 problem documents
 (:mod:`homewarden.web.problems`).
@@ -15,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from homewarden import __version__
-from homewarden.domain.permissions import Permission
+from homewarden.domain.audit import Actor
+from homewarden.domain.permissions import Permission, Principal
 from homewarden.errors import NotFoundError
 from homewarden.services.queries import (
     MAX_EVENT_PAGE,
@@ -35,7 +38,7 @@ from homewarden.services.queries import (
     parse_span,
     parse_time,
 )
-from homewarden.web.deps import requires, undeclared_routes
+from homewarden.web.deps import caller, requires, undeclared_routes
 from homewarden.web.problems import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_RESPONSES,
@@ -54,6 +57,9 @@ SinceQ = Annotated[str | None, Query(description=f"start of the span, {_TIME_HEL
 UntilQ = Annotated[str | None, Query(description=f"end of the span (exclusive), {_TIME_HELP}")]
 EventId = Annotated[int, Path(description="event id", ge=1)]
 CameraName = Annotated[str, Path(description="camera name")]
+Caller = Annotated[Principal, Depends(caller)]
+#: Why the API served footage, as written into the audit entry.
+API_REASON = "api"
 
 
 def _clip_response(clip: ClipFile) -> FileResponse:
@@ -119,12 +125,15 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         name: CameraName,
         start: Annotated[str, Query(description=f"clip start, {_TIME_HELP}")],
         end: Annotated[str, Query(description=f"clip end, {_TIME_HELP}")],
+        who: Caller,
     ) -> FileResponse:
         """A clip of any time range, remuxed from the segments (no re-encode), seekable
-        (Range requests). At most one hour (longer spans are a 422 problem)."""
+        (Range requests). At most one hour (longer spans are a 422 problem). Every request
+        is an entry of the audit log."""
         lo = parse_time(start, name="start")
         hi = parse_time(end, name="end")
-        return _clip_response(queries.range_clip(name, lo, hi))
+        clip = queries.range_clip(name, lo, hi, actor=Actor.of_principal(who), reason=API_REASON)
+        return _clip_response(clip)
 
     @_get(
         app,
@@ -192,9 +201,10 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         responses={200: {"content": {"image/jpeg": {}}, "description": "the snapshot"}},
         tags=["events"],
     )
-    def event_snapshot(event_id: EventId) -> FileResponse:
-        """The JPEG of the event's frame with the most motion."""
-        return FileResponse(queries.snapshot(event_id), media_type="image/jpeg")
+    def event_snapshot(event_id: EventId, who: Caller) -> FileResponse:
+        """The JPEG of the event's frame with the most motion (an entry of the audit log)."""
+        path = queries.snapshot(event_id, actor=Actor.of_principal(who), reason=API_REASON)
+        return FileResponse(path, media_type="image/jpeg")
 
     @_get(
         app,
@@ -204,9 +214,11 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         responses={200: {"content": {"video/mp4": {}}, "description": "the clip (MP4)"}},
         tags=["events"],
     )
-    def event_clip(event_id: EventId) -> FileResponse:
-        """The event's footage, remuxed from the segments, seekable (Range requests)."""
-        return _clip_response(queries.event_clip(event_id))
+    def event_clip(event_id: EventId, who: Caller) -> FileResponse:
+        """The event's footage, remuxed from the segments, seekable (Range requests); every
+        request is an entry of the audit log."""
+        actor = Actor.of_principal(who)
+        return _clip_response(queries.event_clip(event_id, actor=actor, reason=API_REASON))
 
     @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
     def health() -> HealthView:

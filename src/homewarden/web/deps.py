@@ -45,6 +45,13 @@ class PermissionGate:
         return f"PermissionGate({', '.join(self.permissions)})"
 
 
+def caller(request: Request) -> Principal:
+    """The principal behind ``request`` (its peer address), for use-cases that account for
+    who asked. Declare with ``who: Annotated[Principal, Depends(caller)]``; the route's
+    permission gate still decides whether it may ask at all."""
+    return principal_for_client(request.client.host if request.client else None)
+
+
 def requires(*permissions: Permission) -> Any:
     """The dependency declaring (and enforcing) that a route needs ``permissions``.
 

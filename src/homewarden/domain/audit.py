@@ -1,0 +1,265 @@
+"""Audit entries and their canonical bytes (the leaves of the audit log's Merkle tree). Pure.
+
+An entry says who (:class:`Actor`) did what (:class:`AuditTag`, spelled ``source:subject:action``
+and kept sorted, after pypi/warehouse's ``warehouse/events/tags.py``) to which footage or thing
+(:class:`Subject`), when, and why. Its leaf is the canonical JSON of the entry
+(:func:`canonical_json`): keys sorted, UTF-8, no insignificant whitespace (separators ``,`` and
+``:``), no NaN or infinity, integers only - every time is integer UTC epoch milliseconds, so
+any language reproduces the bytes exactly. Schema ``v`` 1::
+
+    {"action": "footage:clip:download",
+     "actor": {"id": "127.0.0.1", "kind": "local_operator"},
+     "index": 41, "reason": "api",
+     "subject": {"camera": "front", "end_ms": 1700002805000, "event": null,
+                 "household": "home", "key": null, "request": null,
+                 "start_ms": 1700002795000},
+     "time_ms": 1700003000123, "v": 1}
+
+Every field is always present (null when it does not apply), so an entry has one spelling.
+The entry carries its own ``index``: an entry moved, removed or inserted is out of place by
+its own account, which lets verification name the first bad index.
+
+A later public export can publish, for entries outside the kinds a transparency report
+counts, the leaf hash (``SHA-256(0x00 || leaf)``) instead of the leaf: the tree stays
+checkable and the household stays private.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from homewarden.domain.permissions import Principal, PrincipalKind
+from homewarden.errors import InvalidRequestError, VerificationError
+
+#: Version of the entry schema written into every leaf as ``v``.
+SCHEMA_VERSION = 1
+#: Longest ``reason`` text, characters.
+MAX_REASON = 500
+#: Longest actor id, camera, household, request or key text, characters.
+MAX_NAME = 200
+
+
+class AuditTag(StrEnum):
+    """Every action the audit log records: ``source:subject:action``, sorted.
+
+    Only actions HomeWarden performs today are listed; disclosure requests, exports, grants,
+    notices and logins add theirs when they exist.
+    """
+
+    #: A clip of footage was composed and handed out (API ``clip.mp4``, CLI ``clip``).
+    FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
+    #: An event's snapshot image was served.
+    FOOTAGE_SNAPSHOT_VIEW = "footage:snapshot:view"
+    #: The audit log's signing key was generated (first run).
+    SYSTEM_KEY_CREATE = "system:key:create"
+    #: The audit log's signing key was replaced; the old public key is kept.
+    SYSTEM_KEY_ROTATE = "system:key:rotate"
+
+
+class ActorKind(StrEnum):
+    """Who acted (DESIGN.md "The people who use it"; the local operator until accounts)."""
+
+    LOCAL_OPERATOR = "local_operator"
+    REQUESTER = "requester"
+    STAFF = "staff"
+    SYSTEM = "system"
+    USER = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """An actor: ``kind`` and an ``id`` that names them within the kind (an account id; for
+    the local operator the client address or ``cli:<os user>``; for the system a component)."""
+
+    kind: ActorKind
+    id: str
+
+    def __post_init__(self) -> None:
+        _check_text("actor id", self.id)
+
+    @classmethod
+    def of_principal(cls, principal: Principal) -> Actor:
+        """The actor behind an API caller (``homewarden.domain.permissions.Principal``).
+
+        Raises:
+            InvalidRequestError: an anonymous principal (it can hold no permission, so it
+                cannot have been served anything to account for).
+        """
+        if principal.kind is PrincipalKind.LOCAL_OPERATOR:
+            return cls(ActorKind.LOCAL_OPERATOR, principal.client_host or "unknown")
+        raise InvalidRequestError(f"a {principal.kind} caller is never served footage")
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"id": ..., "kind": ...}``."""
+        return {"id": self.id, "kind": str(self.kind)}
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What an entry is about; None where it does not apply.
+
+    ``start_ms`` / ``end_ms``: the footage time range, UTC epoch ms (``start_ms <= end_ms``);
+    ``event``: an event id; ``request``: a disclosure request id; ``key``: a key id (hex).
+    """
+
+    household: str
+    camera: str | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    event: int | None = None
+    request: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_text("household", self.household)
+        for name in ("camera", "request", "key"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_text(name, value)
+        for name in ("start_ms", "end_ms", "event"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidRequestError(f"subject {name} must be an integer, got {value!r}")
+        if (self.start_ms is None) != (self.end_ms is None):
+            raise InvalidRequestError("a subject time range needs both start and end")
+        if self.start_ms is not None and self.end_ms is not None and self.end_ms < self.start_ms:
+            raise InvalidRequestError(f"subject range ends ({self.end_ms}) before it starts")
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, None as null."""
+        return {
+            "camera": self.camera,
+            "end_ms": self.end_ms,
+            "event": self.event,
+            "household": self.household,
+            "key": self.key,
+            "request": self.request,
+            "start_ms": self.start_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit log entry: the ``index``-th (from 0), written at ``time_ms`` (UTC epoch ms)."""
+
+    index: int
+    time_ms: int
+    actor: Actor
+    action: AuditTag
+    subject: Subject
+    reason: str
+
+    def __post_init__(self) -> None:
+        for name in ("index", "time_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidRequestError(f"entry {name} must be a non-negative integer")
+        if not self.reason or len(self.reason) > MAX_REASON:
+            raise InvalidRequestError(f"an entry's reason must be 1..{MAX_REASON} characters")
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as a JSON object (schema in the module docstring)."""
+        return {
+            "action": str(self.action),
+            "actor": self.actor.to_json(),
+            "index": self.index,
+            "reason": self.reason,
+            "subject": self.subject.to_json(),
+            "time_ms": self.time_ms,
+            "v": SCHEMA_VERSION,
+        }
+
+    def leaf(self) -> bytes:
+        """The canonical JSON bytes of the entry: the Merkle leaf."""
+        return canonical_json(self.to_json())
+
+    @classmethod
+    def from_leaf(cls, leaf: bytes) -> AuditEntry:
+        """Parse a leaf back into an entry, insisting it is the canonical spelling.
+
+        Raises:
+            VerificationError: not UTF-8 JSON of a version-1 entry, or not canonical.
+        """
+        try:
+            data = json.loads(leaf.decode("utf-8"))
+            if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+                raise ValueError(f"not a version {SCHEMA_VERSION} entry object")
+            if set(data) != {"action", "actor", "index", "reason", "subject", "time_ms", "v"}:
+                raise ValueError("wrong set of fields")
+            actor, subject = data["actor"], data["subject"]
+            if not isinstance(actor, dict) or set(actor) != {"id", "kind"}:
+                raise ValueError("bad actor")
+            if not isinstance(subject, dict):
+                raise ValueError("bad subject")
+            entry = cls(
+                index=data["index"],
+                time_ms=data["time_ms"],
+                actor=Actor(ActorKind(actor["kind"]), actor["id"]),
+                action=AuditTag(data["action"]),
+                subject=Subject(**subject),
+                reason=data["reason"],
+            )
+        except (UnicodeDecodeError, ValueError, TypeError, InvalidRequestError) as exc:
+            raise VerificationError(f"not an audit entry: {exc}") from exc
+        if entry.leaf() != leaf:
+            raise VerificationError("audit entry is not in its canonical JSON spelling")
+        return entry
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes: keys sorted, UTF-8 (not ASCII escapes), separators ``,``/``:``.
+
+    Raises:
+        InvalidRequestError: a float (times are integer ms; floats have several spellings
+            across languages), NaN/infinity, or a value JSON cannot hold.
+    """
+    _reject_floats(value)
+    try:
+        text = json.dumps(
+            value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"value has no canonical JSON form: {exc}") from exc
+    return text.encode("utf-8")
+
+
+def _reject_floats(value: Any) -> None:
+    if isinstance(value, float):
+        what = "NaN/infinity" if not math.isfinite(value) else "a float"
+        raise InvalidRequestError(f"canonical JSON holds integers only, not {what} ({value!r})")
+    if isinstance(value, dict):
+        for v in value.values():
+            _reject_floats(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _reject_floats(v)
+
+
+def _check_text(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise InvalidRequestError(f"{name} must be 1..{MAX_NAME} characters, got {value!r}")
+
+
+def epoch_ms(seconds: float, *, rounding: str = "nearest") -> int:
+    """UTC epoch seconds as integer milliseconds: ``nearest``, ``floor`` or ``ceil``.
+
+    A footage range is widened (start floored, end ceiled) so the entry covers all that was
+    served.
+
+    Raises:
+        InvalidRequestError: not a finite time at or after 1970, or an unknown rounding.
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidRequestError(f"{seconds!r} is not a time after 1970-01-01")
+    ms = seconds * 1000.0
+    if rounding == "nearest":
+        return round(ms)
+    if rounding == "floor":
+        return math.floor(ms)
+    if rounding == "ceil":
+        return math.ceil(ms)
+    raise InvalidRequestError(f"unknown rounding {rounding!r}")
