@@ -12,11 +12,15 @@ plays every camera in step (the worst case: every camera moving at once). Camera
 staggered over one GOP so their keyframes do not all fall at the same instant.
 
 For each N, one child process (a fresh interpreter, as ``homewarden run`` is) opens a SQLite
-index and starts N :class:`~homewarden.services.recorder.CameraRecorder` threads; once every
-camera is connected it records for ``--seconds`` and measures its own CPU time over that
-window (user + sys, all threads, ``getrusage``). Meanwhile this process polls the index
-(SQLite WAL: readers do not block the writer) and notes, for each new segment, how long after
-its end it was indexed. Per N it prints:
+index and records the N cameras as ``homewarden run`` does: with the recorder pool of
+:func:`~homewarden.workers.camera_worker.recorder_pool`, i.e. ``--processes`` recorder worker
+processes (default: one per CPU core, like ``homewarden run``), each running its share of the
+cameras as :class:`~homewarden.services.recorder.CameraRecorder` threads; with
+``--processes 1`` (or N = 1) all are threads of the child itself. Once every camera is
+connected it records for ``--seconds`` and measures the CPU time over that window of itself
+and of every worker process (user + sys, all threads, from ``/proc/<pid>/stat``). Meanwhile
+this process polls the index (SQLite WAL: readers do not block the writer) and notes, for each
+new segment, how long after its end it was indexed. Per N it prints:
 
 * CPU seconds per camera per minute, its ratio to N = 1 (same run), and the load (CPU seconds
   / wall seconds / cores);
@@ -52,7 +56,6 @@ import os
 import resource
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +64,7 @@ from typing import Any
 
 from bench._common import (
     GOP_SECONDS,
+    CpuTimes,
     MachineLoad,
     cores,
     describe_clip,
@@ -135,6 +139,7 @@ class RunResult:
     max_rss_mb: float
     machine: str
     max_lag: float = GOP_SECONDS
+    processes: int = 1
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -264,8 +269,10 @@ def run_cameras(
     segment_seconds: float = 10.0,
     gop_seconds: float = GOP_SECONDS,
     max_lag: float = GOP_SECONDS,
+    processes: int | None = None,
 ) -> RunResult:
-    """Record ``n`` paced ``file:`` cameras in one child process for ``seconds`` and judge them.
+    """Record ``n`` paced ``file:`` cameras in one child process (and its recorder worker
+    processes) for ``seconds`` and judge them.
 
     Args:
         clips: rotated variants of one clip; camera ``i`` plays ``clips[clip_for(i, n, len)]``.
@@ -275,6 +282,7 @@ def run_cameras(
         segment_seconds: the cameras' ``segment_seconds`` setting.
         gop_seconds: the clips' keyframe interval.
         max_lag: seconds a camera may trail real time before it counts as behind.
+        processes: recorder worker processes (``recorder.processes``); None: one per CPU core.
 
     Returns:
         The :class:`RunResult`.
@@ -299,6 +307,8 @@ def run_cameras(
         "--segment-seconds", str(segment_seconds),
         "--gop-seconds", str(gop_seconds),
     ]  # fmt: skip
+    if processes is not None:
+        args += ["--processes", str(processes)]
     machine = MachineLoad().start()
     proc = spawn("bench.cameras", args, log)
     lags = _poll_index(proc, workdir / "homewarden.db", ready, lambda: reap(proc, block=False))
@@ -330,6 +340,7 @@ def run_cameras(
         max_rss_mb=data["max_rss_kb"] / 1024,
         machine=machine.describe(reaped.cpu.total),
         max_lag=max_lag,
+        processes=int(data["processes"]),
         notes=data["notes"],
     )
 
@@ -394,23 +405,45 @@ def _raise_fd_limit(need: int) -> tuple[int, int]:
     return soft, hard
 
 
-def _threads_now() -> int:
-    """Threads of this process, native ones included (``/proc/self/status``)."""
+def _proc_status(pid: int) -> dict[str, int]:
+    """``Threads`` and ``VmHWM`` (peak RSS, kB) of process ``pid`` (``/proc/<pid>/status``)."""
+    out: dict[str, int] = {}
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
-    except OSError:
+                key, _, value = line.partition(":")
+                if key in ("Threads", "VmHWM"):
+                    out[key] = int(value.split()[0])
+    except (OSError, ValueError):
         pass
-    return threading.active_count()
+    return out
 
 
-def _fds_now() -> int:
+def _fds(pid: int) -> int:
+    """Open file descriptors of process ``pid`` (0 if it is gone)."""
     try:
-        return len(os.listdir("/proc/self/fd"))
+        return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
-        return -1
+        return 0
+
+
+def _proc_cpu(pid: int) -> CpuTimes:
+    """CPU seconds (all threads) process ``pid`` has used so far; zero if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            # After the parenthesised name (which may hold spaces) utime and stime are the
+            # 12th and 13th fields: the 14th and 15th of the line (proc(5)).
+            rest = fh.read().rpartition(")")[2].split()
+    except OSError:
+        return CpuTimes(0.0, 0.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    return CpuTimes(int(rest[11]) / hz, int(rest[12]) / hz)
+
+
+def _cpu_of(pids: Sequence[int]) -> CpuTimes:
+    """CPU seconds used so far by all of ``pids`` together."""
+    times = [_proc_cpu(p) for p in pids]
+    return CpuTimes(sum(t.user for t in times), sum(t.sys for t in times))
 
 
 def _child_main(argv: list[str]) -> int:
@@ -424,77 +457,92 @@ def _child_main(argv: list[str]) -> int:
     parser.add_argument("--ready", type=Path, required=True)
     parser.add_argument("--segment-seconds", type=float, required=True)
     parser.add_argument("--gop-seconds", type=float, required=True)
+    parser.add_argument("--processes", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from homewarden.config import CameraSettings
-    from homewarden.services.recorder import CameraRecorder
-    from homewarden.store.index import Index
+    import logging
 
+    from homewarden.config import Settings
+    from homewarden.store.index import Index
+    from homewarden.workers.camera_worker import RecorderProcessPool, recorder_pool
+
+    # The recorders' warnings and errors (the workers' included) go to the child's log.
+    logging.basicConfig(level=logging.WARNING, format="%(processName)s %(name)s: %(message)s")
     n: int = args.n
     notes: list[str] = []
     soft, hard = _raise_fd_limit(FDS_BASE + FDS_PER_CAMERA * n)
     if soft < FDS_BASE + FDS_PER_CAMERA * n:
         notes.append(f"open-files limit {soft} (hard {hard}) may be short for {n} cameras")
     clips = [Path(p) for p in json.loads(args.clips.read_text())]
-    index = Index(f"sqlite:///{args.workdir / 'homewarden.db'}")
+    cameras = {
+        f"cam{i:03d}": {
+            "url": f"file:{clips[clip_for(i, n, len(clips))]}",
+            "loop": True,
+            "segment_seconds": args.segment_seconds,
+        }
+        for i in range(n)
+    }
+    settings = Settings(
+        data_dir=args.workdir,
+        database_url=f"sqlite:///{args.workdir / 'homewarden.db'}",
+        cameras=cameras,
+        recorder={} if args.processes is None else {"processes": args.processes},
+    )
+    index = Index(settings.db_url)
     index.migrate()
-    recs = []
-    for i in range(n):
-        cam = CameraSettings(
-            url=f"file:{clips[clip_for(i, n, len(clips))]}",
-            loop=True,
-            segment_seconds=args.segment_seconds,
-        )
-        media, snaps = args.workdir / "media", args.workdir / "snapshots"
-        recs.append(CameraRecorder(f"cam{i:03d}", cam, media, snaps, index))
-
     cpu_start = self_cpu()
     started_at = time.time()
     # Spread the starts over one GOP so keyframes and segment cuts do not all coincide, as
     # with independent cameras.
-    for rec in recs:
-        rec.start()
-        time.sleep(args.gop_seconds / n)
+    group = recorder_pool(settings, index, start_spread=args.gop_seconds)
+    pool = group if isinstance(group, RecorderProcessPool) else None
+    group.start()
     deadline = time.monotonic() + CONNECT_TIMEOUT
     while time.monotonic() < deadline:
-        if all(r.status().state == "connected" for r in recs):
+        statuses = group.statuses()
+        if len(statuses) == n and all(st.state == "connected" for st in statuses.values()):
             break
         time.sleep(0.05)
     else:
         notes.append("not every camera connected within the timeout")
-    t0, cpu0 = time.time(), self_cpu()
+
+    def pids() -> list[int]:
+        """This process and every worker process."""
+        workers = pool.pids().values() if pool is not None else []
+        return [os.getpid(), *(p for p in workers if p is not None)]
+
+    measured = pids()
+    t0, cpu0 = time.time(), _cpu_of(measured)
     startup = t0 - started_at
     args.ready.write_text(json.dumps({"t0": t0}))
     peak_fds = peak_threads = 0
     end = t0 + args.seconds
     while (left := end - time.time()) > 0:
-        peak_fds = max(peak_fds, _fds_now())
-        peak_threads = max(peak_threads, _threads_now())
+        peak_fds = max(peak_fds, sum(_fds(p) for p in measured))
+        peak_threads = max(peak_threads, sum(_proc_status(p).get("Threads", 0) for p in measured))
         time.sleep(min(1.0, left))
-    cpu1, t_stop = self_cpu(), time.time()
-    statuses = {r.name: r.status() for r in recs}
-    for rec in recs:
-        rec.stop(timeout=0)  # ask every camera at once; join below
-    for rec in recs:
-        if not rec.stop(timeout=30):
-            notes.append(f"{rec.name} did not stop within 30 s")
-    cameras: dict[str, Any] = {}
-    for rec in recs:
-        segs = index.segments(camera=rec.name)
-        events, _ = index.events(camera=rec.name, limit=1000)
-        st = statuses[rec.name]
-        cameras[rec.name] = {
+    cpu1, t_stop = _cpu_of(measured), time.time()
+    max_rss_kb = sum(_proc_status(p).get("VmHWM", 0) for p in measured)
+    if pids() != measured or (pool is not None and pool.restarts):
+        notes.append("a recorder process was restarted: its CPU time is not all counted")
+    statuses = dict(group.statuses())
+    group.stop(30.0)
+    cameras_out: dict[str, Any] = {}
+    for name in cameras:
+        segs = index.segments(camera=name)
+        events, _ = index.events(camera=name, limit=1000)
+        st = statuses[name]
+        cameras_out[name] = {
             "segments": [[s.start, s.end] for s in segs],
-            "gaps": len(index.gaps(camera=rec.name)),
+            "gaps": len(index.gaps(camera=name)),
             "events": len(events),
             "state": st.state,
             "last_error": st.last_error,
             "fps_in": st.fps_in,
             "started_at": started_at,
         }
-    cpu = cpu1 - cpu0
     result = {
-        "cpu": cpu.as_dict(),
+        "cpu": (cpu1 - cpu0).as_dict(),
         "cpu_total": (self_cpu() - cpu_start).as_dict(),
         "wall": t_stop - t0,
         "t0": t0,
@@ -502,8 +550,9 @@ def _child_main(argv: list[str]) -> int:
         "startup": startup,
         "peak_fds": peak_fds,
         "peak_threads": peak_threads,
-        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "cameras": cameras,
+        "max_rss_kb": max_rss_kb,
+        "processes": pool.processes if pool is not None else 1,
+        "cameras": cameras_out,
         "notes": notes,
     }
     args.result.write_text(json.dumps(result))
@@ -524,6 +573,7 @@ def sweep(
     segment_seconds: float = 10.0,
     gop_seconds: float = GOP_SECONDS,
     max_lag: float = GOP_SECONDS,
+    processes: int | None = None,
     on_result: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Run :func:`run_cameras` for each N in ``counts``, stopping after the first that fails.
@@ -541,6 +591,7 @@ def sweep(
             segment_seconds=segment_seconds,
             gop_seconds=gop_seconds,
             max_lag=max_lag,
+            processes=processes,
         )
         results.append(run)
         if on_result is not None:
@@ -553,6 +604,7 @@ def sweep(
 #: The table's columns: title and width.
 COLUMNS: tuple[tuple[str, int], ...] = (
     ("N", 3),
+    ("procs", 5),
     ("CPU s/cam/min", 13),
     ("vs first", 8),
     ("load", 5),
@@ -576,6 +628,7 @@ def fields(run: RunResult, first: RunResult) -> list[str]:
     ratio = run.cpu_per_camera_minute / first.cpu_per_camera_minute
     return [
         str(run.n),
+        str(run.processes),
         f"{run.cpu_per_camera_minute:.2f}",
         f"{ratio:.2f}",
         f"{run.load:.2f}",
@@ -667,10 +720,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--counts", help="comma-separated N to run instead of 1, 2, 4 ... --max (e.g. 64)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        help="recorder worker processes, as recorder.processes (default: one per CPU core, "
+        "like homewarden run; 1: every camera a thread of one process)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.max < 1:
         parser.error("--max must be at least 1")
+    if args.processes is not None and args.processes < 1:
+        parser.error("--processes must be at least 1")
     try:
         counts = (
             [int(c) for c in args.counts.split(",")] if args.counts else camera_counts(args.max)
@@ -685,9 +746,11 @@ def main(argv: list[str] | None = None) -> int:
     if hard != resource.RLIM_INFINITY and hard < need:
         parser.error(f"open-files hard limit {hard} < {need} needed for {args.max} cameras")
     clips = motion_clip_variants(PHASES if args.phase == "spread" else 1)
+    procs = args.processes if args.processes is not None else f"{os.cpu_count()} (CPU count)"
     print(
         f"cameras: paced file: cameras of {clips[0].name} ({describe_clip(clips[0])}, 10 % "
-        f"motion), phases {args.phase}, {args.seconds:g} s per N, {cores()} cores"
+        f"motion), phases {args.phase}, {args.seconds:g} s per N, {cores()} cores, "
+        f"recorder processes {procs}"
     )
     print(limits_line(args.max))
     print(header(), flush=True)
@@ -704,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             workdir=Path(tmp),
             max_lag=args.max_lag,
+            processes=args.processes,
             on_result=show,
         )
     print()
@@ -729,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
 def _as_json(run: RunResult) -> dict[str, Any]:
     return {
         "n": run.n,
+        "processes": run.processes,
         "seconds": run.seconds,
         "cpu": run.cpu,
         "wall": run.wall,

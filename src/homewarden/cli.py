@@ -46,6 +46,7 @@ from homewarden.errors import (
     InvalidRequestError,
     LogTamperedError,
     NotFoundError,
+    StorageError,
     VerificationError,
 )
 from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
@@ -55,6 +56,7 @@ from homewarden.services.queries import Queries, parse_time, redact_url
 from homewarden.services.runtime import ApiAddress, Runtime
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
+from homewarden.workers.camera_worker import recorder_pool
 
 #: Exit code of every HomeWarden error (bad config, unknown camera, bad time, ...).
 EXIT_ERROR = 2
@@ -145,6 +147,12 @@ def _bytes(n: int | None) -> str:
     return f"{n} B"
 
 
+def _gaps(camera: dict[str, Any]) -> str:
+    """``open/total`` gaps of a camera row (an older API without ``gaps_total``: open only)."""
+    total = camera.get("gaps_total")
+    return f"{camera['gaps_open']}/{'?' if total is None else total}"
+
+
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
@@ -217,7 +225,7 @@ def _announce(settings: Settings, address: ApiAddress | None) -> None:
 
 
 def _run_runtime(settings: Settings, duration: float | None) -> None:
-    runtime = Runtime(settings, app_factory=create_app)
+    runtime = Runtime(settings, app_factory=create_app, recorder_pool_factory=recorder_pool)
     runtime.run(duration=duration, on_ready=lambda addr: _announce(settings, addr))
     out.print("Stopped.")
 
@@ -342,8 +350,17 @@ def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOp
         return
     if live is not None:
         _table(
-            "Cameras (live, times UTC)",
-            ["name", "state", "fps", "kbit/s", "last packet", "gaps", "decode", "last error"],
+            "Cameras (live, times UTC, gaps open/total)",
+            [
+                "name",
+                "state",
+                "fps",
+                "kbit/s",
+                "last packet",
+                "gaps",
+                "decode",
+                "last error",
+            ],
             [
                 [
                     str(c["name"]),
@@ -351,7 +368,7 @@ def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOp
                     "-" if c["fps"] is None else f"{c['fps']:.1f}",
                     "-" if c["bitrate"] is None else f"{c['bitrate'] / 1000:.0f}",
                     _iso(c["last_packet_at"]),
-                    str(c["gaps_open"]),
+                    _gaps(c),
                     str(c["decode_mode"] or "-"),
                     str(c["last_error"] or ""),
                 ]
@@ -360,7 +377,7 @@ def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOp
         )
         return
     _table(
-        f"Cameras ({source}, times UTC)",
+        f"Cameras ({source}, times UTC, gaps open/total)",
         ["name", "state", "recorded", "last footage", "gaps", "url"],
         [
             [
@@ -368,7 +385,7 @@ def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOp
                 str(c["state"]),
                 _bytes(c["recorded_bytes"]),
                 _iso(c["last_recorded_at"]),
-                str(c["gaps_open"]),
+                _gaps(c),
                 str(c["url"]),
             ]
             for c in rows
@@ -407,6 +424,42 @@ def recordings(
                 f"{s.motion_score:.4f}",
             ]
             for s in segs
+        ],
+    )
+
+
+@app.command()
+def gaps(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    camera: CameraOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Outages (no footage) overlapping [since, until), by camera then start; an ongoing one
+    has no end. Mirrors GET /api/gaps."""
+    settings = load_settings(config, data_dir=data_dir)
+    lo, hi = _time(since, "since"), _time(until, "until")
+    with _queries(settings) as q:
+        found = q.gaps(camera, lo, hi)
+    if json_:
+        _print_json([asdict(g) for g in found])
+        return
+    _table(
+        f"Gaps ({len(found)}, {sum(1 for g in found if g.end is None)} ongoing, times UTC)",
+        ["id", "camera", "start", "end", "secs", "reason", "detail"],
+        [
+            [
+                str(g.id),
+                g.camera,
+                _iso(g.start),
+                "ongoing" if g.end is None else _iso(g.end),
+                "-" if g.duration is None else f"{g.duration:.1f}",
+                g.reason,
+                g.detail,
+            ]
+            for g in found
         ],
     )
 
@@ -467,13 +520,23 @@ def clip(
     reason: Annotated[
         str, typer.Option("--reason", help="Why, for the audit log.", show_default=True)
     ] = "cli",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it is an existing file.")
+    ] = False,
 ) -> None:
     """Write a clip of any time range, remuxed from the segments (no re-encode); the access
-    is an entry of the audit log."""
+    is an entry of the audit log. OUTPUT's directory must exist; an existing OUTPUT is
+    replaced only with --overwrite."""
     settings = load_settings(config, data_dir=data_dir)
     lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
+    if not overwrite and output.is_file() and not output.is_symlink():
+        raise StorageError(
+            f"cannot write clip {output}: it already exists; pass --overwrite to replace it"
+        )
     with _queries(settings) as q:
-        result = q.write_clip(camera, lo, hi, output, actor=_cli_actor(), reason=reason)
+        result = q.write_clip(
+            camera, lo, hi, output, actor=_cli_actor(), reason=reason, overwrite=overwrite
+        )
     info = {
         "path": str(result.path),
         "camera": result.camera,

@@ -14,6 +14,9 @@ Example file::
     host = "127.0.0.1"
     port = 8765
 
+    [recorder]
+    processes = 2          # recorder worker processes (default: one per CPU core)
+
     [cameras.front]
     url = "rtsp://192.0.2.10:554/stream1"
     zones = { porch = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]] }
@@ -25,21 +28,74 @@ Example file::
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from homewarden.errors import ConfigError
 
 Point = tuple[float, float]
-Polygon = list[Point]
+
+
+def _invalid(reason: str) -> PydanticCustomError:
+    """A validation error whose message is ``reason`` alone (no "Value error, " prefix; the
+    reason travels in the context, so braces in it are never taken for a template)."""
+    return PydanticCustomError("value_error", "{reason}", {"reason": reason})
+
+
+def _spans_an_area(poly: list[Point]) -> bool:
+    """False when every point of ``poly`` lies on one line (or is one point): zero area.
+
+    Collinearity, not the shoelace sum, because a self-crossing polygon (a bow tie) has a
+    signed area of zero yet covers pixels.
+    """
+    x0, y0 = poly[0]
+    fx, fy = max(poly, key=lambda p: (p[0] - x0) ** 2 + (p[1] - y0) ** 2)
+    dx, dy = fx - x0, fy - y0
+    # |cross| over |d| is a point's distance from the line; 1e-9 of the frame is rounding.
+    limit = 1e-9 * (dx * dx + dy * dy) ** 0.5
+    return any(abs(dx * (y - y0) - dy * (x - x0)) > limit for x, y in poly)
+
+
+def _check_polygon(poly: list[Point]) -> list[Point]:
+    """A mask or zone polygon: at least 3 points, each in normalised 0..1 frame coordinates
+    (x right, y down), enclosing a non-zero area.
+
+    Validated per polygon, so an error carries the polygon's own place as its location
+    (``cameras.front.zones.porch``, ``cameras.front.motion.masks.1``).
+    """
+    if len(poly) < 3:
+        raise _invalid("a polygon needs at least 3 points")
+    for x, y in poly:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise _invalid(f"polygon point ({x}, {y}) is outside normalised 0..1 coordinates")
+    if not _spans_an_area(poly):
+        raise _invalid("a polygon of zero area (all its points on one line) covers nothing")
+    return poly
+
+
+Polygon = Annotated[list[Point], AfterValidator(_check_polygon)]
+
+
+def _is_name(name: str) -> bool:
+    """The naming rule of cameras and zones: non-empty; letters, digits, ``-`` and ``_``."""
+    return bool(name) and all(c.isalnum() or c in "-_" for c in name)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float is finite (retention of inf days, a NaN threshold).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MotionSettings(_Strict):
@@ -65,13 +121,6 @@ class MotionSettings(_Strict):
         default=5.0, ge=0, le=600, description="quiet seconds that end an event"
     )
     masks: list[Polygon] = Field(default_factory=list)
-
-    @field_validator("masks")
-    @classmethod
-    def _polygons_normalised(cls, v: list[Polygon]) -> list[Polygon]:
-        for poly in v:
-            _check_polygon(poly)
-        return v
 
 
 class RetentionSettings(_Strict):
@@ -105,9 +154,11 @@ class CameraSettings(_Strict):
 
     @field_validator("zones")
     @classmethod
-    def _zones_normalised(cls, v: dict[str, Polygon]) -> dict[str, Polygon]:
-        for poly in v.values():
-            _check_polygon(poly)
+    def _zone_names(cls, v: dict[str, Polygon]) -> dict[str, Polygon]:
+        # Zone names travel in URLs, filters and comma-separated lists: the camera-name rule.
+        for name in v:
+            if not _is_name(name):
+                raise _invalid(f"zone name {name!r} may hold only letters, digits, - and _")
         return v
 
 
@@ -138,9 +189,25 @@ class StorageSettings(_Strict):
 
     max_total_bytes: int | None = Field(default=None, gt=0)
     min_free_bytes: int = Field(
-        default=5 * 1024**3, ge=0, description="emergency guard floor: max(this, 1 h of recording)"
+        default=5 * 1024**3,
+        ge=0,
+        description="emergency guard floor: max(this, 1 h of recording), at most 20 % of the disk",
     )
     retention_interval: float = Field(default=60.0, gt=0, description="seconds between passes")
+
+
+class RecorderSettings(_Strict):
+    """How the cameras' recorders are run (issue 2, "Speed": 64 cameras on a 2-core machine).
+
+    ``processes``: recorder worker processes, each running its share of the cameras as
+    threads; ``None`` means one per CPU core (``os.cpu_count()``). With 1, or a single camera,
+    the recorders run as threads of the main process. Processes exist because the Python part
+    of each camera's work holds the interpreter lock, and one process of many camera threads
+    cannot keep more than about one and a half cores busy (see
+    ``homewarden.workers.camera_worker``); Frigate likewise runs each camera in a process.
+    """
+
+    processes: int | None = Field(default=None, ge=1, le=256)
 
 
 class AuditSettings(_Strict):
@@ -169,6 +236,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     cameras: dict[str, CameraSettings] = Field(default_factory=dict)
 
     @field_validator("household")
@@ -212,14 +280,6 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'homewarden.db').resolve()}"
 
 
-def _check_polygon(poly: Polygon) -> None:
-    if len(poly) < 3:
-        raise ValueError("a polygon needs at least 3 points")
-    for x, y in poly:
-        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-            raise ValueError(f"polygon point ({x}, {y}) is outside normalised 0..1 coordinates")
-
-
 class _TomlDictSource(PydanticBaseSettingsSource):
     """The parsed TOML file as the lowest-precedence settings source."""
 
@@ -255,17 +315,52 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "(root)"
 
 
+_ENV_PREFIX = "HOMEWARDEN_"
+
+
+def _env_problem(exc: SettingsError) -> str:
+    """Name the ``HOMEWARDEN_*`` variable behind a pydantic-settings parse error.
+
+    pydantic-settings reports only the top-level field ("error parsing value for field
+    "cameras" from source "EnvSettingsSource"") with the ``JSONDecodeError`` as the cause,
+    whose ``doc`` is the text that failed; the variable is the one of that field holding it.
+    """
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1).upper() if found else ""
+    ours = [k for k in os.environ if k.upper().startswith(_ENV_PREFIX)]
+    if field:
+        own = _ENV_PREFIX + field
+        ours = [k for k in ours if k.upper() == own or k.upper().startswith(own + "__")]
+    cause = exc.__cause__
+    doc = getattr(cause, "doc", None)
+    named = [k for k in ours if os.environ[k] == doc] or ours
+    if not named:
+        return f"a {_ENV_PREFIX}* environment variable cannot be parsed: {exc}"
+    which = ", ".join(sorted(named))
+    if isinstance(doc, str):
+        return (
+            f"environment variable {which} is not valid JSON ({cause}); a nested setting "
+            f"takes a JSON value, or set its keys one by one as {sorted(named)[0]}__<KEY>"
+        )
+    return f"environment variable {which} cannot be parsed: {cause or exc}"
+
+
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML config file.
 
     Raises:
-        ConfigError: the file is missing, unreadable or not valid TOML.
+        ConfigError: the file is missing, unreadable, not UTF-8 text or not valid TOML.
     """
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (TOML 1.0, "Spec")
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text, as TOML must be: byte "
+            f"0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     except OSError as exc:
@@ -319,6 +414,8 @@ def load_settings(
         over["api"] = {"host": host.strip("[]"), "port": int(port)}
     try:
         settings: Settings = _settings_class(data)(**over)
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {_env_problem(exc)}") from exc
     except ValidationError as exc:
         problems = "; ".join(f"{_dotted(e['loc'])}: {e['msg']}" for e in exc.errors())
         where = f" in {config_file}" if config_file else ""

@@ -15,6 +15,7 @@ problem documents in one place (``homewarden.web.problems``).
     ├── StorageError                 disk full, unwritable data dir, missing segment file
     │   └── CorruptSegmentError      a segment file does not parse or decode
     ├── DatabaseError                the index cannot be opened or migrated
+    │   └── AuditUnavailableError    an access cannot be written to the audit log: not served
     ├── MediaError                   anything PyAV reports while reading or writing media
     │   ├── SourceError              a camera cannot be reached or its stream is unusable
     │   │   ├── SourceUnreachableError   connection refused, unknown host, missing file
@@ -81,6 +82,12 @@ class DatabaseError(HomeWardenError):
     """The index database cannot be opened, migrated or written."""
 
     code = "database"
+
+
+class AuditUnavailableError(DatabaseError):
+    """Footage is not served because its access cannot be written to the audit log."""
+
+    code = "audit-unavailable"
 
 
 class MediaError(HomeWardenError):

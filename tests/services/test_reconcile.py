@@ -194,3 +194,29 @@ def test_after_crash_everything_agrees_and_second_run_is_noop(index: Index, medi
 def test_missing_media_dir_is_fine(index: Index, tmp_path: Path) -> None:
     index.add_segment(NewSegment("front", T0, T0 + 1, 5, 1, 0.1, rel(T0)))
     assert reconcile(index, tmp_path / "nowhere") == ReconcileReport(rows_removed=1)
+
+
+def test_reconciling_some_cameras_leaves_the_others_alone(index: Index, media: Path) -> None:
+    # Camera "front"'s recorder died (its .part, a stale row, an open gap and event); "back" is
+    # still recording: its .part in progress, its open gap and event must not be touched.
+    front_part = make_segment(media / (rel(T0) + ".part"), first_gop=0, gops=2)
+    index.add_segment(NewSegment("front", T0 - 10, T0, 999, 1, 0.5, rel(T0 - 10)))
+    front_gap = index.open_gap("front", T0 - 30, "stalled")
+    front_event = index.open_event("front", T0 + 0.5, "motion", 0.3, [])
+    back_part = make_segment(media / (rel(T0, camera="back") + ".part"), first_gop=0)
+    back_missing = NewSegment("back", T0 - 10, T0, 999, 1, 0.5, rel(T0 - 10, camera="back"))
+    index.add_segment(back_missing)
+    back_gap = index.open_gap("back", T0 - 30, "stalled")
+    back_event = index.open_event("back", T0 + 0.5, "motion", 0.3, [])
+    report = reconcile(index, media, cameras=["front"])
+    assert report == ReconcileReport(
+        rows_removed=1, parts_recovered=1, gaps_closed=1, events_closed=1
+    )
+    assert not front_part.exists()
+    assert (media / rel(T0)).is_file()
+    assert back_part.exists()  # another recorder's segment in progress
+    assert [s.path for s in index.segments("back")] == [back_missing.path]
+    assert [g.id for g in index.open_gaps()] == [back_gap]
+    assert [e.id for e in index.open_events()] == [back_event]
+    assert front_gap not in {g.id for g in index.open_gaps()}
+    assert index.event(front_event).end is not None

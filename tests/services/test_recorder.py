@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -14,9 +15,11 @@ import pytest
 
 from homewarden.config import CameraSettings
 from homewarden.detect.person import HogPersonDetector
+from homewarden.errors import StorageError
 from homewarden.media import frames
 from homewarden.services.recorder import CameraRecorder, segment_relpath
 from homewarden.store.index import Index
+from homewarden.store.records import NewSegment
 from tests.media.recorded import with_aac_tone
 
 LOGGER = "homewarden.services.recorder"
@@ -48,6 +51,14 @@ def warnings_of(caplog: pytest.LogCaptureFixture, name: str) -> list[str]:
 def test_segment_path_layout() -> None:
     # 2023-11-14 22:13:20.25 UTC
     assert segment_relpath("front", 1_700_000_000.25) == "front/2023-11-14/22/1700000000.250.mp4"
+
+
+@pytest.mark.parametrize("start", [1e12, 1e17, float("nan")])
+def test_segment_path_of_an_absurd_time_is_a_storage_error(start: float) -> None:
+    # Regression: a clock gone wild crashed the camera thread with ValueError ("year 33658 is
+    # out of range") or OSError [Errno 75]; it must be an error the recorder retries on.
+    with pytest.raises(StorageError, match=re.escape(repr(start))):
+        segment_relpath("front", start)
 
 
 def test_fps_and_bitrate_are_measured_on_stream_time_not_arrival_time(
@@ -239,3 +250,107 @@ def test_without_person_detector_events_stay_motion(
     finally:
         rec.stop(5)
     assert {e.label for e in index.events(camera="walkway")[0]} == {"motion"}
+
+
+def _run_until_recorded(rec: CameraRecorder, segments: int) -> None:
+    rec.start()
+    try:
+        assert wait_for(lambda: rec.status().segments_written >= segments, 15)
+    finally:
+        assert rec.stop(5)
+
+
+def test_downtime_between_two_runs_is_a_not_recording_gap(
+    tmp_path: Path, index: Index, bikes_mp4: Path
+) -> None:
+    # Regression: between a clean stop (or a kill -9) and the next start the index showed no
+    # gap, as if the camera had been recorded all along.
+    def camera() -> CameraRecorder:
+        return recorder(
+            tmp_path,
+            index,
+            "door",
+            url=f"file:{bikes_mp4}",
+            loop=True,
+            segment_seconds=1,
+            motion={"enabled": False},
+        )
+
+    _run_until_recorded(camera(), 1)
+    first_run = index.segments(camera="door")
+    assert index.gaps(camera="door") == []
+    time.sleep(2.0)
+    _run_until_recorded(camera(), 1)
+    second_run = [s for s in index.segments(camera="door") if s not in first_run]
+    (gap,) = index.gaps(camera="door")
+    assert gap.reason == "not_recording"
+    assert gap.start == first_run[-1].end  # contiguous with the last footage of run 1 ...
+    assert gap.end == pytest.approx(second_run[0].start, abs=1e-6)  # ... and the first of run 2
+    # ~2 s: the pause between the runs, give or take how far a paced file reads ahead of
+    # real time (the anchor is the earliest arrival estimate) and the start-up time
+    assert gap.end - gap.start == pytest.approx(2.0, abs=0.5)
+
+
+def test_outage_at_start_continues_the_not_recording_gap_without_overlap(
+    tmp_path: Path, index: Index, bikes_mp4: Path
+) -> None:
+    # A restart whose first connection fails: the downtime before it is not_recording, the
+    # failed attempts an outage; one ends where the other begins, neither doubles the other.
+    source = tmp_path / "door.mp4"
+    shutil.copy(bikes_mp4, source)
+
+    def camera() -> CameraRecorder:
+        return recorder(
+            tmp_path, index, "door", url=f"file:{source}", loop=True, motion={"enabled": False}
+        )
+
+    _run_until_recorded(camera(), 1)
+    last_end = index.segments(camera="door")[-1].end
+    source.unlink()
+    time.sleep(1.5)  # well over DOWNTIME_TOLERANCE, however far the paced file read ahead
+    rec = camera()
+    rec.start()
+    try:
+        assert wait_for(lambda: rec.status().gaps_open == 1, 5)
+        shutil.copy(bikes_mp4, source)
+        assert wait_for(lambda: rec.status().segments_written >= 1, 15)
+    finally:
+        assert rec.stop(5)
+    down, outage = index.gaps(camera="door")
+    assert (down.reason, outage.reason) == ("not_recording", "unreachable")
+    assert down.start == last_end
+    assert down.end == outage.start
+    resumed = next(s for s in index.segments(camera="door") if s.start > last_end)
+    assert outage.end == pytest.approx(resumed.start, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pause", "reasons"), [(0.2, ["unreachable"]), (5.0, ["not_recording", "unreachable"])]
+)
+def test_failed_first_attempt_accounts_from_the_earlier_footage(
+    tmp_path: Path, index: Index, pause: float, reasons: list[str]
+) -> None:
+    # The first thing in this life is a failure, `pause` s after the earlier footage ended:
+    # a hole too short for a gap of its own is covered by the outage, a longer one is
+    # not_recording up to the failure. Either way the account starts at the footage's end.
+    t = time.time() - 100
+    index.add_segment(NewSegment("door", t - 10, t, 1000, 1, 0.0, "door/earlier.mp4"))
+    rec = CameraRecorder(
+        "door",
+        CameraSettings(url=f"file:{tmp_path / 'missing.mp4'}", motion={"enabled": False}),
+        tmp_path / "media",
+        tmp_path / "snapshots",
+        index,
+        clock=lambda: t + pause,
+    )
+    rec.start()
+    try:
+        assert wait_for(lambda: rec.status().gaps_open == 1, 5)
+    finally:
+        assert rec.stop(5)
+    gaps = index.gaps(camera="door")
+    assert [g.reason for g in gaps] == reasons
+    assert gaps[0].start == t
+    assert gaps[-1].end == t + pause
+    for a, b in itertools.pairwise(gaps):
+        assert a.end == b.start

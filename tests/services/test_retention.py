@@ -6,6 +6,9 @@ and never held footage.
 
 from __future__ import annotations
 
+import logging
+import shutil
+import subprocess
 from collections import namedtuple
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +17,14 @@ from typing import Any
 import pytest
 
 from homewarden.config import Settings
-from homewarden.domain.retention import DAY, DeletionReason
+from homewarden.domain.retention import DAY, MAX_FLOOR_FRACTION, DeletionReason
 from homewarden.media.probe import probe_segment
 from homewarden.services.retention import run_retention_pass
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment, SegmentRecord
 from tests.segment_files import make_segment
 
+LOGGER = "homewarden.services.retention"
 NOW = 1764403200.0 + 12 * 3600  # 2025-11-29T20:00:00Z
 GIB = 1024**3
 Usage = namedtuple("Usage", "total used free")
@@ -152,7 +156,8 @@ def test_disk_guard_stops_at_the_floor(index: Index, media: Path) -> None:
         cameras={"front": {"url": "file:/x.mp4"}},
         storage={"min_free_bytes": 1000 + segs[0].bytes},
     )
-    report = run_retention_pass(index, s, media, NOW, disk_usage=lambda _p: Usage(1, 1, 1000))
+    disk = Usage(10 * GIB, 10 * GIB - 1000, 1000)
+    report = run_retention_pass(index, s, media, NOW, disk_usage=lambda _p: disk)
     assert report.bytes_per_hour == 0
     assert report.by_reason == {"disk_guard": 1}
     assert [x.id for x in index.segments()] == [segs[1].id, segs[2].id]
@@ -186,3 +191,96 @@ def test_bad_files_never_stop_the_pass(index: Index, media: Path) -> None:
     left = {s.id for s in index.segments()}
     assert left == {stuck.id, outside.id}  # rows kept for a retry
     assert not (media / fine.path).exists()
+
+
+MIB = 1024**2
+
+
+@pytest.mark.parametrize("min_free_bytes", [5 * GIB, 0])
+def test_disk_guard_on_a_small_disk_deletes_only_what_is_needed(
+    index: Index, media: Path, min_free_bytes: int
+) -> None:
+    # Regression: on a 3 MiB tmpfs the floor max(min_free_bytes, one hour of recording) was
+    # larger than the disk, so every pass deleted every segment, even with min_free_bytes=0.
+    segs = [record(index, media, NOW - 60 + 10 * i, gop=i) for i in range(4)]
+    total = 3 * MIB
+    floor = int(total * MAX_FLOOR_FRACTION)
+    free = floor - segs[0].bytes // 2  # the oldest segment alone lifts it over the floor
+    s = Settings(
+        cameras={"front": {"url": "file:/x.mp4"}}, storage={"min_free_bytes": min_free_bytes}
+    )
+    report = run_retention_pass(
+        index, s, media, NOW, disk_usage=lambda _p: Usage(total, total - free, free)
+    )
+    assert report.bytes_per_hour > total  # one hour of recording would not fit on the disk
+    assert report.total_bytes == total
+    assert report.floor_bytes == floor
+    assert report.by_reason == {"disk_guard": 1}
+    assert [x.id for x in index.segments()] == [x.id for x in segs[1:]]
+    assert report.shortfalls == ()
+
+
+def test_disk_guard_on_a_real_small_tmpfs(index: Index, tmp_path: Path) -> None:
+    # The tester's set-up: the media dir on a 3 MiB tmpfs, read with shutil.disk_usage.
+    media = tmp_path / "small"
+    media.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(media)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        segs = [record(index, media, NOW - 60 + 10 * i, gop=i) for i in range(5)]
+        s = Settings(cameras={"front": {"url": "file:/x.mp4"}})  # the 5 GiB default
+        report = run_retention_pass(index, s, media, NOW)
+        usage = shutil.disk_usage(media)
+    finally:
+        subprocess.run(["umount", str(media)], check=True)
+    left = index.segments()
+    assert left, "footage must be able to exist on a small disk"
+    assert usage.free >= int(usage.total * MAX_FLOOR_FRACTION)
+    gone = [x for x in segs if x.id not in {y.id for y in left}]
+    assert gone == segs[: len(gone)]  # the oldest went, and only as many as needed
+    assert report.deleted == len(gone)
+
+
+def test_no_shortfall_warning_without_footage(
+    index: Index, media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: "still N bytes short; only held footage is left" with no footage at all.
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    full = Usage(100 * GIB, 100 * GIB, 0)
+    report = run_retention_pass(index, settings(), media, NOW, disk_usage=lambda _p: full)
+    assert report.shortfalls == ()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_shortfall_warning_says_what_to_do(
+    index: Index, media: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    held = record(index, media, NOW - 60, gop=0)
+    index.add_hold("front", held.start, held.end, "preservation", None)
+    full = Usage(100 * GIB, 100 * GIB, 0)
+    s = Settings(cameras={"front": {"url": "file:/x.mp4"}})
+    report = run_retention_pass(index, s, media, NOW, disk_usage=lambda _p: full)
+    assert [x.reason for x in report.shortfalls] == [DeletionReason.DISK_GUARD]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "only held footage" in warning
+    assert "release holds" in warning
+    assert "storage.min_free_bytes" in warning
+
+
+def test_retention_report_reads_as_one_line(index: Index, media: Path) -> None:
+    # Regression: the runtime logged the raw RetentionReport(...) repr.
+    record(index, media, NOW - 4 * DAY, gop=0)
+    disk = Usage(100 * GIB, 50 * GIB, 50 * GIB)
+    report = run_retention_pass(index, settings(), media, NOW, disk_usage=lambda _p: disk)
+    text = str(report)
+    assert "RetentionReport" not in text
+    assert "\n" not in text
+    assert text.startswith("deleted 1 segment (")
+    assert "age 1" in text
+    assert "50.0 GiB free of 100.0 GiB" in text

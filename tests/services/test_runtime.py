@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from homewarden.config import ApiSettings, Settings
-from homewarden.errors import ConfigError
+from homewarden.errors import ConfigError, StorageError
 from homewarden.services.runtime import ApiAddress, Runtime, bind_api_socket
+from homewarden.store.index import Index
 from homewarden.web.app import create_app
 
 FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
@@ -155,3 +157,50 @@ def test_run_stops_after_duration(tmp_path: Path) -> None:
     started = time.monotonic()
     Runtime(settings, app_factory=create_app).run(duration=1.0)
     assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_second_runtime_on_same_data_dir_is_refused_and_first_loses_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Regression: a second ``homewarden run`` on the same data dir once reconciled the first
+    one's segment in progress as a crash leftover; the first then lost its footage."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        cameras={"bikes": {"url": f"file:{FOOTAGE}", "loop": True, "segment_seconds": 2}},
+    )
+    media = settings.media_dir
+    first = Runtime(settings)
+    first.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (first.statuses()["bikes"].segments_written >= 1 and list(media.rglob("*.part"))):
+            assert time.monotonic() < deadline, "no segment in progress within 30 s"
+            time.sleep(0.05)
+        in_progress = list(media.rglob("*.part"))
+        second = Runtime(settings)
+        with pytest.raises(StorageError, match=rf"in use .*process {os.getpid()} holds"):
+            second.start()
+        # The refusal came before the second one's reconciliation: the segment in progress is
+        # still the first recorder's, being written or finished by it.
+        for part in in_progress:
+            assert part.exists() or part.with_name(part.name.removesuffix(".part")).exists()
+        time.sleep(2.5)  # the first one records on, through at least one more cut
+        assert first.statuses()["bikes"].state == "connected"
+        assert first.statuses()["bikes"].last_error is None
+    finally:
+        first.stop()
+    index = Index(database_url)
+    try:
+        segments = index.segments("bikes")
+        on_disk = {p.relative_to(media).as_posix() for p in media.rglob("*.mp4")}
+        assert on_disk == {s.path for s in segments}
+        assert not list(media.rglob("*.part"))
+        assert len(segments) >= 3
+        assert all(abs(b.start - a.end) <= 1e-6 for a, b in itertools.pairwise(segments))
+        assert not index.gaps(camera="bikes")
+    finally:
+        index.close()
+    # Stopped, the first released the data dir: a new runtime may take it.
+    with Runtime(settings.model_copy(update={"cameras": {}})):
+        pass

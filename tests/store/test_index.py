@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from pathlib import Path
 
@@ -187,6 +188,38 @@ def test_delete_segments_counts_and_chunks(index: Index) -> None:
     assert index.delete_segments([]) == 0
 
 
+def test_ids_are_never_reused_after_every_row_is_deleted(database_url: str) -> None:
+    # Regression: without AUTOINCREMENT SQLite hands out max(rowid) + 1, so once retention had
+    # deleted every segment the next one was id 1 again, and an old /api/events/N link could
+    # later name another event. PostgreSQL identities never go back; SQLite now keeps the
+    # high-water mark in sqlite_sequence.
+    idx = Index(database_url)
+    idx.migrate()
+    try:
+
+        def add_each() -> dict[str, int]:
+            return {
+                "segments": idx.add_segment(seg("a", T0, T0 + 10)).id,
+                "events": idx.open_event("a", T0, "motion", 0.5, []),
+                "gaps": idx.open_gap("a", T0, "unreachable"),
+                "holds": idx.add_hold("a", T0, T0 + 10, "kept", None),
+            }
+
+        first = add_each()
+        engine = create_engine(normalise_url(database_url))
+        try:
+            with engine.begin() as conn:
+                for table in first:
+                    conn.execute(text(f"DELETE FROM {table}"))
+        finally:
+            engine.dispose()
+        again = add_each()
+    finally:
+        idx.close()
+    for table, old_id in first.items():
+        assert again[table] > old_id, table
+
+
 def test_total_bytes_per_camera(index: Index) -> None:
     assert index.total_bytes() == 0
     index.add_segment(seg("a", T0, T0 + 10, size=5))
@@ -248,6 +281,21 @@ def test_gaps_open_close_and_filter(index: Index) -> None:
 
 
 # -- events ----------------------------------------------------------------------------------
+
+
+def test_add_gap_records_a_closed_gap_in_one_write(index: Index) -> None:
+    gid = index.add_gap("a", T0, T0 + 2.5, "not_recording", "no recorder was running")
+    (gap,) = index.gaps(camera="a")
+    assert (gap.id, gap.start, gap.end, gap.reason, gap.detail) == (
+        gid,
+        T0,
+        T0 + 2.5,
+        "not_recording",
+        "no recorder was running",
+    )
+    assert index.open_gaps() == []
+    with pytest.raises(InvalidRequestError):
+        index.add_gap("a", T0, T0 - 1, "not_recording")
 
 
 def test_event_open_update_read(index: Index) -> None:
@@ -427,3 +475,10 @@ def test_concurrent_writers(index: Index) -> None:
     assert errors == []
     assert len(index.segments()) == 16 * 15
     assert len(index.gaps()) == 16 * 3
+
+
+def test_forged_cursor_with_an_id_too_large_for_the_database_is_a_bad_cursor(index):
+    # Regression: a cursor carrying id 2**64 overflowed SQLite's INTEGER (a 500 / traceback).
+    forged = base64.urlsafe_b64encode(json.dumps([1.0, 2**64]).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidRequestError, match="bad cursor"):
+        index.events(cursor=forged)

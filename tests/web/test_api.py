@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +25,13 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from homewarden.config import Settings
-from homewarden.domain.audit import AuditEntry
+from homewarden.domain.audit import Actor, ActorKind, AuditEntry, AuditTag
 from homewarden.domain.permissions import Permission
+from homewarden.errors import HomeWardenError
 from homewarden.media.segment_writer import SegmentWriter
 from homewarden.services.audit import AuditLog
 from homewarden.services.queries import MAX_CLIP_SECONDS, Queries
+from homewarden.services.recorder import CameraStatus
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment
 from homewarden.web.app import create_app
@@ -45,6 +49,7 @@ T0 = 1_700_002_795.0
 HOUR = 1_700_002_800.0
 LOOPBACK = ("127.0.0.1", 50123)
 REMOTE = ("203.0.113.5", 1234)
+OPERATOR = Actor(ActorKind.LOCAL_OPERATOR, "127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -536,34 +541,17 @@ def test_range_clip_problems(api: Api) -> None:
     assert api.audit.size() == 0  # refused requests served nothing
 
 
-def test_footage_is_not_served_when_its_audit_entry_cannot_be_written(
-    api: Api, database_url: str
-) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as conn:  # the log's table is gone: appends fail
-            conn.execute(text("ALTER TABLE audit_state RENAME TO audit_state_gone"))
-    finally:
-        engine.dispose()
-    resp = api.client.get("/api/cameras/front/clip.mp4", params={"start": T0, "end": T0 + 3})
-    body = assert_problem(resp, 503, "database")
-    assert "audit" in body["detail"]
-    snap = api.client.get(f"/api/events/{api.events['walk']}/snapshot.jpg")
-    assert_problem(snap, 503, "database")
-
-
 # -- system ------------------------------------------------------------------------------
 
 
 def test_health(api: Api) -> None:
     health = api.client.get("/api/health").json()
-    assert health["status"] == "ok"
+    assert health["status"] == "degraded"  # no recorder runs here: see the regressions
     assert health["cameras_configured"] == 2
     assert health["cameras_connected"] == 0
     assert health["media_bytes"] == sum(s.bytes for s in api.footage.segments)
     assert health["disk_free_bytes"] > 0
+    assert health["disk_min_free_bytes"] == 5 * 1024**3
 
 
 def test_problem_types_resolve_and_plain_http_errors(api: Api) -> None:
@@ -576,3 +564,278 @@ def test_problem_types_resolve_and_plain_http_errors(api: Api) -> None:
     wrong_method = api.client.post("/api/cameras")
     assert_problem(wrong_method, 405)
     assert "GET" in wrong_method.headers["allow"]
+
+
+# -- regressions -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tail", ["", "/clip.mp4", "/snapshot.jpg"])
+def test_event_id_too_large_for_the_database_is_a_problem_not_an_overflow(
+    api: Api, tail: str
+) -> None:
+    # 2**63 does not fit a signed 64-bit SQL integer: SQLite raised OverflowError (a 500).
+    body = assert_problem(api.client.get(f"/api/events/{2**63}{tail}"), 422, "invalid-request")
+    assert body["errors"][0]["loc"] == "path.event_id"
+    for too_small in (0, -1):
+        assert_problem(api.client.get(f"/api/events/{too_small}{tail}"), 422, "invalid-request")
+    # In range for the API but beyond the events.id column (32-bit INTEGER on PostgreSQL,
+    # where it failed as "integer out of range", a 503): no such event.
+    for absent in (2**31, 2**63 - 1):
+        body = assert_problem(api.client.get(f"/api/events/{absent}{tail}"), 404, "not-found")
+        assert str(absent) in body["detail"]
+    assert api.audit.size() == 0
+
+
+@pytest.mark.parametrize("far", ["1e12", "1e17", "253402300800", "1e308"])
+def test_clip_times_past_year_9999_are_a_problem_naming_the_parameter(api: Api, far: str) -> None:
+    # 1e12 failed formatting "year 33658 is out of range" (a 500); 1e17 an OSError 75.
+    end = str(float(far) + 10)
+    resp = api.client.get("/api/cameras/front/clip.mp4", params={"start": far, "end": end})
+    body = assert_problem(resp, 422, "invalid-request")
+    assert "start=" in body["detail"]
+    assert "9999" in body["detail"]
+    spans = api.client.get("/api/recordings", params={"since": T0, "until": far})
+    assert "until=" in assert_problem(spans, 422, "invalid-request")["detail"]
+    assert api.audit.size() == 0
+
+
+def test_unexpected_error_is_logged_once_and_concisely(
+    index: Index, database_url: str, footage: Footage, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_statuses() -> dict:
+        raise RuntimeError("status source exploded")
+
+    settings = Settings(data_dir=footage.data_dir, database_url=database_url)
+    with AuditLog.open(database_url, settings.keys_dir) as audit:
+        app = create_app(Queries(index, settings, statuses=broken_statuses, audit=audit))
+        # raise_server_exceptions=True: an app that re-raises to the server (which then logs
+        # the traceback a second time) makes the client raise here.
+        with (
+            TestClient(app, client=LOOPBACK, raise_server_exceptions=True) as client,
+            caplog.at_level("ERROR"),
+        ):
+            resp = client.get("/api/cameras")
+    body = assert_problem(resp, 500)
+    assert "exploded" not in body["detail"]  # internals stay in the log
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    (record,) = errors
+    first_line = record.getMessage().splitlines()
+    assert len(first_line) == 1
+    assert "GET /api/cameras" in first_line[0]
+    assert "RuntimeError: status source exploded" in first_line[0]
+    text = caplog.text
+    assert text.count("Traceback (most recent call last)") == 1
+    assert "broken_statuses" in text  # where it went wrong is kept
+    for framework in ("starlette", "anyio", "fastapi"):
+        assert f"/{framework}/" not in text, framework
+    assert len(text.splitlines()) < 40
+
+
+def test_health_is_degraded_with_reasons_when_cameras_are_down_or_gaps_open(api: Api) -> None:
+    resp = api.client.get("/api/health")
+    assert resp.status_code == 200  # degraded still answers 200; a monitor reads `status`
+    health = resp.json()
+    assert health["status"] == "degraded"
+    assert health["cameras_configured"] == 2
+    assert health["cameras_enabled"] == 1  # porch is disabled
+    assert health["cameras_connected"] == 0
+    assert health["gaps_open"] == 2  # front and attic
+    reasons = "\n".join(health["reasons"])
+    assert "front" in reasons
+    assert "not connected" in reasons
+    assert "porch" not in reasons  # a disabled camera is not missed
+    assert "open gap" in reasons
+    assert "disk" not in reasons
+
+
+def _connected(name: str) -> CameraStatus:
+    now = time.time()
+    return CameraStatus(
+        name=name,
+        state="connected",
+        connected_since=now - 60,
+        last_packet_at=now,
+        fps_in=25.0,
+        bitrate=1e6,
+        decode_mode="keyframes",
+        segments_written=6,
+        gaps_open=0,
+        last_error=None,
+        next_retry_at=None,
+    )
+
+
+def _health_app(
+    index: Index, settings: Settings, statuses: dict[str, CameraStatus], audit: AuditLog
+) -> TestClient:
+    app = create_app(Queries(index, settings, statuses=lambda: statuses, audit=audit))
+    return TestClient(app, client=LOOPBACK, raise_server_exceptions=False)
+
+
+def test_health_is_ok_only_when_every_enabled_camera_is_connected(
+    index: Index, database_url: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        cameras={
+            "front": {"url": f"file:{FOOTAGE}"},
+            "back": {"url": f"file:{FOOTAGE}"},
+            "off": {"url": f"file:{FOOTAGE}", "enabled": False},
+        },
+    )
+    with AuditLog.open(database_url, settings.keys_dir) as audit:
+        statuses = {n: _connected(n) for n in ("front", "back")}
+        both = _health_app(index, settings, statuses, audit)
+        health = both.get("/api/health").json()
+        assert (health["status"], health["reasons"]) == ("ok", [])
+        assert health["cameras_connected"] == 2
+        one = _health_app(index, settings, {"front": _connected("front")}, audit)
+        health = one.get("/api/health").json()
+        assert health["status"] == "degraded"
+        assert health["cameras_connected"] == 1
+        assert any("back" in r for r in health["reasons"])
+
+
+def test_health_is_degraded_on_low_disk_and_after_a_recent_gap(
+    index: Index, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cams = {"front": {"url": f"file:{FOOTAGE}"}}
+    # a 100 GB disk with 1 GB free: under the default 5 GiB floor (20 % cap: 20 GB)
+    gb = 10**9
+    monkeypatch.setattr(
+        "homewarden.services.queries.shutil.disk_usage",
+        lambda _path: shutil._ntuple_diskusage(100 * gb, 99 * gb, 1 * gb),
+    )
+    low = Settings(data_dir=tmp_path, database_url=database_url, cameras=cams)
+    with AuditLog.open(database_url, low.keys_dir) as audit:
+        client = _health_app(index, low, {"front": _connected("front")}, audit)
+        health = client.get("/api/health").json()
+        assert health["status"] == "degraded"
+        assert any("disk" in r for r in health["reasons"]), health["reasons"]
+        # a disk-full outage that just ended: the footage is lost, say so for a while
+        monkeypatch.undo()
+        fine = Settings(data_dir=tmp_path, database_url=database_url, cameras=cams)
+        gap = index.open_gap("front", time.time() - 40, "storage", "disk full")
+        index.close_gap(gap, time.time() - 5)
+        client = _health_app(index, fine, {"front": _connected("front")}, audit)
+        health = client.get("/api/health").json()
+        assert health["status"] == "degraded"
+        assert health["gaps_open"] == 0
+        assert any("gap" in r and "front" in r for r in health["reasons"]), health["reasons"]
+
+
+def test_cameras_show_open_and_total_gaps(api: Api) -> None:
+    cams = {c["name"]: c for c in api.client.get("/api/cameras").json()}
+    assert (cams["front"]["gaps_open"], cams["front"]["gaps_total"]) == (1, 2)
+    assert (cams["attic"]["gaps_open"], cams["attic"]["gaps_total"]) == (1, 1)
+    assert (cams["porch"]["gaps_open"], cams["porch"]["gaps_total"]) == (0, 0)
+
+
+@pytest.mark.parametrize("bad_range", ["items=0-5", "bytes=abc", "bytes=5-2", "bytes=", "0-5"])
+def test_malformed_range_header_is_ignored_and_the_whole_clip_served(
+    api: Api, bad_range: str
+) -> None:
+    # RFC 9110 section 14.2: a server MAY ignore an invalid Range (and MUST ignore an
+    # unknown range unit); Starlette answered a plain-text 400.
+    url = "/api/cameras/front/clip.mp4"
+    params = {"start": T0 + 2.0, "end": T0 + 4.0}
+    full = api.client.get(url, params=params)
+    assert full.status_code == 200
+    resp = api.client.get(url, params=params, headers={"Range": bad_range})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "video/mp4"
+    assert "content-range" not in resp.headers
+    assert resp.content == full.content
+
+
+def test_unsatisfiable_range_is_a_416_problem_with_content_range(api: Api) -> None:
+    url = "/api/cameras/front/clip.mp4"
+    params = {"start": T0 + 2.0, "end": T0 + 4.0}
+    size = len(api.client.get(url, params=params).content)
+    resp = api.client.get(url, params=params, headers={"Range": f"bytes={size + 10}-"})
+    body = assert_problem(resp, 416)
+    assert resp.headers["content-range"] == f"bytes */{size}"
+    assert str(size) in body["detail"]
+    ok = api.client.get(url, params=params, headers={"Range": "bytes=0-9"})
+    assert ok.status_code == 206
+
+
+def test_tampered_audit_log_is_a_log_tampered_problem_and_serves_nothing(
+    api: Api, database_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    with AuditLog.open(database_url, api.footage.data_dir / "other-keys") as other:
+        for i in range(3):  # another process appends; its tree nodes are then deleted
+            other.append(
+                AuditTag.FOOTAGE_CLIP_DOWNLOAD, OPERATOR, "api", camera="front", start=i, end=i + 1
+            )
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_nodes"))
+    finally:
+        engine.dispose()
+    resp = api.client.get("/api/cameras/front/clip.mp4", params={"start": T0, "end": T0 + 3})
+    body = assert_problem(resp, 500, "log-tampered")
+    assert body["title"] == "Audit log tampered"
+    assert "audit verify" in body["detail"]
+    assert body["bad_range"] == [0, 3]
+    assert resp.headers["content-type"].startswith("application/problem+json")
+    described = api.client.get("/api/problems/log-tampered").json()
+    assert (described["status"], described["title"]) == (500, "Audit log tampered")
+
+
+def test_footage_blocked_by_the_audit_log_says_why(api: Api, database_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE audit_state RENAME TO audit_state_gone"))
+    finally:
+        engine.dispose()
+    resp = api.client.get("/api/cameras/front/clip.mp4", params={"start": T0, "end": T0 + 3})
+    body = assert_problem(resp, 503, "audit-unavailable")
+    assert "not served" in body["detail"]
+    assert "audit" in body["title"].lower()
+    snap = api.client.get(f"/api/events/{api.events['walk']}/snapshot.jpg")
+    assert_problem(snap, 503, "audit-unavailable")
+    described = api.client.get("/api/problems/audit-unavailable").json()
+    assert described["status"] == 503
+
+
+def test_every_error_type_uri_resolves(api: Api) -> None:
+    # The type URI of a problem must dereference (RFC 9457 section 3.1.1); subclasses not
+    # listed in the status table (source-unreachable, log-tampered, ...) answered 404.
+    def subclasses(cls: type[HomeWardenError]) -> list[type[HomeWardenError]]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    codes = {cls.code for cls in subclasses(HomeWardenError)}
+    assert {"log-tampered", "invalid-signature", "source-unreachable"} <= codes
+    for code in sorted(codes):
+        resp = api.client.get(f"/api/problems/{code}")
+        assert resp.status_code == 200, code
+        assert resp.json()["code"] == code
+
+
+def test_small_disk_kept_in_bounds_by_retention_is_not_degraded(
+    index: Index, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: health compared free space with the raw min_free_bytes (5 GiB), so a 4 GB
+    # card with 1.5 GB free read "degraded" forever although retention's floor is capped at
+    # 20 % of the disk (0.8 GB) and keeps it in bounds.
+    gb = 10**9
+    monkeypatch.setattr(
+        "homewarden.services.queries.shutil.disk_usage",
+        lambda _path: shutil._ntuple_diskusage(4 * gb, int(2.5 * gb), int(1.5 * gb)),
+    )
+    cams = {"front": {"url": f"file:{FOOTAGE}"}}
+    settings = Settings(data_dir=tmp_path, database_url=database_url, cameras=cams)
+    with AuditLog.open(database_url, settings.keys_dir) as audit:
+        client = _health_app(index, settings, {"front": _connected("front")}, audit)
+        health = client.get("/api/health").json()
+    assert not any("disk" in r for r in health["reasons"]), health["reasons"]
+    assert health["disk_min_free_bytes"] == int(4 * gb * 0.2)

@@ -21,14 +21,16 @@ The rules, applied in this order to the footage still left by the earlier ones:
 3. **Total cap** (``total_cap``). The same across all cameras against ``max_total_bytes``,
    oldest first whichever camera it belongs to.
 4. **Disk guard** (``disk_guard``). When free disk (plus what rules 1-3 already free) is under
-   ``max(min_free_bytes, bytes_per_hour)`` — the issue's max(5 GiB, one hour of recording) —
-   delete the oldest non-event footage until that floor would be reached again. If that is
-   not enough, event footage goes next, oldest first: a full disk stops all recording, new
-   events included, so old event footage is the lesser loss. Held footage still never goes.
+   the floor (:func:`disk_floor`: the issue's max(5 GiB, one hour of recording), but never
+   more than :data:`MAX_FLOOR_FRACTION` of the file system), delete the oldest non-event
+   footage until the floor would be reached again, and no more. If that is not enough, event
+   footage goes next, oldest first: a full disk stops all recording, new events included, so
+   old event footage is the lesser loss. Held footage still never goes.
 
 Overlaps are closed-interval: touching counts, erring towards keeping footage.
 When a limit cannot be met because only held footage is left, the plan says so in
-``shortfalls`` instead of deleting held footage.
+``shortfalls`` instead of deleting held footage. A limit missed with no held footage left
+(a disk filled by other files) is not a shortfall: no footage of ours stands in the way.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ from enum import StrEnum
 DAY = 86_400.0
 #: The emergency guard's floor (issue 2): 5 GiB, or one hour of recording if that is more.
 DEFAULT_MIN_FREE_BYTES = 5 * 1024**3
+#: The guard's floor never asks for more than this fraction of the file system free. The
+#: issue's max(5 GiB, one hour) assumes a disk far larger than either; on a small disk (a
+#: 3 MiB tmpfs, a 4 GiB SD card) it exceeds the disk itself, so every pass deleted every
+#: segment and no footage could exist. Capped at 20 %, at least 80 % of any disk stays
+#: usable for footage, while a large disk keeps the issue's floor unchanged (20 % of a
+#: 25 GiB disk is already 5 GiB). 20 % is the order of the reserve file systems keep for
+#: themselves (ext4 reserves 5 %) plus room for the other files of a small system.
+MAX_FLOOR_FRACTION = 0.2
 
 
 class DeletionReason(StrEnum):
@@ -97,12 +107,14 @@ class Shortfall:
     """A limit still not met after the plan, because only held footage is left to delete.
 
     ``bytes`` is how far over the cap (or under the free-disk floor) it stays; ``camera`` is
-    set for a camera cap.
+    set for a camera cap; ``held_bytes`` is the held footage left in the limit's scope (that
+    camera, or all cameras), always more than zero.
     """
 
     reason: DeletionReason
     camera: str | None
     bytes: int
+    held_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +175,16 @@ def _touches(sets: tuple[dict[str, _SpanSet], _SpanSet], seg: SegmentInfo) -> bo
     )
 
 
+def disk_floor(min_free_bytes: int, bytes_per_hour: int, total_bytes: int | None) -> int:
+    """Free bytes the disk guard keeps: ``max(min_free_bytes, bytes_per_hour)`` (issue 2),
+    capped at :data:`MAX_FLOOR_FRACTION` of ``total_bytes`` (the file system's size in bytes;
+    None: unknown, no cap)."""
+    floor = max(min_free_bytes, bytes_per_hour)
+    if total_bytes is not None:
+        floor = min(floor, int(total_bytes * MAX_FLOOR_FRACTION))
+    return max(floor, 0)
+
+
 def plan_retention(
     segments: Sequence[SegmentInfo],
     *,
@@ -172,6 +194,7 @@ def plan_retention(
     now: float,
     max_total_bytes: int | None = None,
     free_bytes: int | None = None,
+    total_bytes: int | None = None,
     min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     bytes_per_hour: int = 0,
     default_policy: CameraPolicy | None = None,
@@ -187,6 +210,8 @@ def plan_retention(
         now: UTC epoch seconds.
         max_total_bytes: cap over all cameras, None for none.
         free_bytes: free disk where the media lives, None to skip the disk guard.
+        total_bytes: size of that file system (``shutil.disk_usage().total``); caps the
+            guard's floor (:func:`disk_floor`). None: no cap.
         min_free_bytes: the guard's floor (issue 2: 5 GiB).
         bytes_per_hour: estimated bytes one hour of recording of all cameras takes.
         default_policy: for cameras missing from ``policies``; None: :class:`CameraPolicy`'s
@@ -219,8 +244,9 @@ def plan_retention(
                 break
             delete(seg, reason)
             excess -= seg.bytes
-        if excess > 0:
-            shortfalls.append(Shortfall(reason, camera, excess))
+        held_left = sum(s.bytes for s in pool if s.id in held)
+        if excess > 0 and held_left > 0:
+            shortfalls.append(Shortfall(reason, camera, excess, held_left))
 
     # 1. age
     for seg in segments:
@@ -251,7 +277,7 @@ def plan_retention(
 
     # 4. emergency disk guard
     if free_bytes is not None:
-        floor = max(min_free_bytes, bytes_per_hour)
+        floor = disk_floor(min_free_bytes, bytes_per_hour, total_bytes)
         projected = free_bytes + sum(d.bytes for d in deleted.values())
         if projected < floor:
             trim(segments, floor - projected, DeletionReason.DISK_GUARD, None)

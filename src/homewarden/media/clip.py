@@ -14,12 +14,26 @@ Limits, stated honestly:
 - an outage between segments is not hidden or compressed: the last frame before it stays on
   screen for the outage and the hole is listed in :attr:`ClipInfo.gaps`;
 - a segment that cannot be read is skipped and its span listed in :attr:`ClipInfo.gaps`.
+
+The output file (``out``) is the caller's path, so it is handled with care: nothing that is
+not a regular file is ever replaced (``-o /dev/full`` must not turn a device into a file), an
+existing file only with ``overwrite=True``, and a missing directory is an error, never
+created. The clip is written to ``<out>.part``, created exclusively (``O_EXCL``: a leftover or
+planted ``.part``, symlink included, is refused, never written through) in the target's own
+directory, so the final rename is atomic. Without ``overwrite`` the rename is a hard link
+that fails if ``out`` appeared meanwhile. Errors of the output (cannot create, disk full,
+read-only file system) are :class:`~homewarden.errors.StorageError` naming ``out`` and the
+OS reason; they are never mistaken for a broken input segment. A limit: FFmpeg reopens the
+``.part`` by name after it was created (its ``faststart`` pass rereads the file by name, so
+it cannot be handed an open descriptor); whoever can write to the target's directory could
+swap it in between, as they could replace ``out`` itself.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +42,8 @@ from typing import Any
 import av
 import av.error
 
-from homewarden.errors import ClipError, InvalidRequestError, NotFoundError
+from homewarden.errors import ClipError, InvalidRequestError, NotFoundError, StorageError
+from homewarden.timefmt import utc_text
 
 #: A jump between consecutive video frames longer than this (s) is reported as a gap.
 GAP_THRESHOLD = 1.0
@@ -55,11 +70,91 @@ class ClipInfo:
     skipped: tuple[Path, ...] = field(default_factory=tuple)
 
 
-class _Out:
-    """The output file: streams created lazily from the first segment read."""
+def _why(exc: OSError) -> str:
+    """The OS reason of ``exc`` in words (``strerror``), or its text."""
+    return exc.strerror or str(exc)
 
-    def __init__(self, path: Path) -> None:
+
+def _check_target(out: Path, *, overwrite: bool) -> None:
+    """Refuse an ``out`` that is not a regular file, exists without ``overwrite``, or whose
+    directory does not exist.
+
+    Raises:
+        StorageError: one of those, naming ``out``.
+    """
+    try:
+        st: os.stat_result | None = os.lstat(out)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise StorageError(f"cannot write clip {out}: {_why(exc)}") from exc
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError(
+                f"cannot write clip {out}: it exists and is not a regular file "
+                "(a device, pipe, directory or link); choose another path"
+            )
+        if not overwrite:
+            raise StorageError(
+                f"cannot write clip {out}: it already exists and is not replaced; "
+                "choose another path or remove it first"
+            )
+    if not out.parent.is_dir():
+        raise StorageError(f"cannot write clip {out}: directory {out.parent} does not exist")
+
+
+def _create_part(tmp: Path, out: Path) -> None:
+    """Create ``tmp`` empty, exclusively (``O_EXCL``: never an existing file or a symlink).
+
+    Raises:
+        StorageError: it exists already, or cannot be created (naming ``out`` and the reason).
+    """
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except FileExistsError as exc:
+        raise StorageError(
+            f"cannot write clip {out}: {tmp} already exists (a clip being written there, or "
+            "one left by an interrupted write: remove it if none is running)"
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot write clip {out}: {_why(exc)} ({tmp})") from exc
+    os.close(fd)
+
+
+def _place(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    """Rename the finished ``tmp`` to ``out``; without ``overwrite`` never replace a file.
+
+    Raises:
+        StorageError: ``out`` appeared meanwhile, is no longer a regular file, or the rename
+            fails.
+    """
+    if not overwrite:
+        try:
+            os.link(tmp, out)  # atomic, and fails when ``out`` exists: nothing is replaced
+        except FileExistsError:
+            _check_target(out, overwrite=False)  # raises: it exists
+            raise
+        except OSError:
+            pass  # a file system without hard links: check, then rename
+        else:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+    _check_target(out, overwrite=overwrite)  # not turned into a device or a link meanwhile
+    try:
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise StorageError(f"cannot write clip {out}: {_why(exc)}") from exc
+
+
+class _Out:
+    """The output file ``path`` (the ``.part`` of ``out``): streams created lazily from the
+    first segment read. Every error of the file itself is a :class:`StorageError` naming
+    ``out``; an FFmpeg error about the packets (``EINVAL``) is left as it is."""
+
+    def __init__(self, path: Path, out: Path) -> None:
         self.path = path
+        self.out = out
         self.container: Any | None = None
         self.v: Any = None
         self.a: Any | None = None
@@ -68,15 +163,30 @@ class _Out:
         self.held: Any | None = None  # last video packet, written when the next one comes
         self.held_t = 0.0
 
+    def _failed(self, exc: OSError) -> StorageError:
+        return StorageError(f"cannot write clip {self.out}: {_why(exc)}")
+
     def open(self, vstream: Any, astream: Any | None) -> None:
-        self.container = av.open(
-            str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
-        )
-        self.v = self.container.add_stream_from_template(vstream)
-        self.v.time_base = vstream.time_base
-        if astream is not None:
-            self.a = self.container.add_stream_from_template(astream)
-            self.a.time_base = astream.time_base
+        try:
+            container = av.open(
+                str(self.path), mode="w", format="mp4", options={"movflags": "+faststart"}
+            )
+        except OSError as exc:
+            raise self._failed(exc) from exc
+        except av.error.FFmpegError as exc:
+            raise StorageError(f"cannot write clip {self.out}: {exc}") from exc
+        try:
+            self.v = container.add_stream_from_template(vstream)
+            self.v.time_base = vstream.time_base
+            if astream is not None:
+                self.a = container.add_stream_from_template(astream)
+                self.a.time_base = astream.time_base
+        except BaseException:
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                container.close()
+            self.v = self.a = None
+            raise
+        self.container = container
 
     def put_video(self, packet: Any, t: float, dts_t: float, clip_start: float) -> None:
         tb = packet.time_base
@@ -115,21 +225,37 @@ class _Out:
             self._mux(self.held)
             self.held = None
         if self.container is not None:
-            self.container.close()
+            container, self.container = self.container, None
+            try:
+                container.close()  # the trailer, then the faststart pass over the file
+            except OSError as exc:
+                raise self._failed(exc) from exc
 
     def _mux(self, packet: Any) -> None:
         assert self.container is not None
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     def discard(self) -> None:
-        if self.container is not None:
-            with contextlib.suppress(av.error.FFmpegError, OSError):
-                self.container.close()  # the partial file is removed below
-        self.path.unlink(missing_ok=True)
+        """Close and remove the ``.part``; never raises (it runs while another error is
+        on its way to the caller)."""
+        container, self.container = self.container, None
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
 
 
 def compose_clip(
-    parts: Sequence[tuple[Path, float]], start: float, end: float, out: Path
+    parts: Sequence[tuple[Path, float]],
+    start: float,
+    end: float,
+    out: Path,
+    *,
+    overwrite: bool = False,
 ) -> ClipInfo:
     """Remux the footage of ``[start, end]`` from segment files into one MP4 at ``out``.
 
@@ -137,7 +263,9 @@ def compose_clip(
         parts: segment files with the UTC epoch second their first keyframe shows, ordered by
             start; segments that do not overlap the span are skipped cheaply.
         start, end: UTC epoch seconds, ``start < end``.
-        out: output path; written as ``<out>.part`` and renamed when complete.
+        out: output path, in an existing directory; written as ``<out>.part`` (created
+            exclusively) and renamed when complete. See the module docstring.
+        overwrite: replace ``out`` if it is an existing regular file (never anything else).
 
     Returns:
         :class:`ClipInfo` of what the clip covers.
@@ -145,12 +273,33 @@ def compose_clip(
     Raises:
         InvalidRequestError: ``end <= start``.
         NotFoundError: no readable footage in the span.
-        ClipError: the output cannot be written.
+        StorageError: ``out`` is not a regular file, exists without ``overwrite``, its
+            directory does not exist, ``<out>.part`` exists, or the output cannot be created
+            or written (the message names ``out`` and the OS reason). Nothing is left behind.
+        ClipError: FFmpeg cannot mux the footage into an MP4.
     """
     if not end > start:
         raise InvalidRequestError(f"clip end {end} is not after start {start}")
+    _check_target(out, overwrite=overwrite)
     tmp = out.with_name(out.name + ".part")
-    sink = _Out(tmp)
+    _create_part(tmp, out)
+    sink = _Out(tmp, out)
+    try:
+        return _compose(parts, start, end, out, sink, overwrite=overwrite)
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def _compose(
+    parts: Sequence[tuple[Path, float]],
+    start: float,
+    end: float,
+    out: Path,
+    sink: _Out,
+    *,
+    overwrite: bool,
+) -> ClipInfo:
     gaps: list[tuple[float, float]] = []
     skipped: list[Path] = []
     clip_start: float | None = None
@@ -245,16 +394,14 @@ def compose_clip(
             if done:
                 break
         if clip_start is None or last_frame_t is None:
-            sink.discard()
-            raise NotFoundError(f"no footage between {start:.3f} and {end:.3f}")
+            raise NotFoundError(f"no footage between {utc_text(start)} and {utc_text(end)}")
         clip_end = min(end, last_frame_end)
         sink.finish(clip_end)
-        os.replace(tmp, out)
+        _place(sink.path, out, overwrite=overwrite)
         size = out.stat().st_size
-    except (NotFoundError, InvalidRequestError):
-        raise
-    except (av.error.FFmpegError, OSError) as exc:
-        sink.discard()
+    except OSError as exc:  # the output's (input errors are handled per segment above)
+        raise StorageError(f"cannot write clip {out}: {_why(exc)}") from exc
+    except av.error.FFmpegError as exc:
         raise ClipError(f"cannot write clip {out}: {exc}") from exc
     return ClipInfo(
         start=clip_start,

@@ -346,7 +346,11 @@ def open_source(
         if is_file:
             path = file_path(url)
             if not path.is_file():
-                raise SourceUnreachableError(f"file {path} does not exist")
+                raise SourceUnreachableError(
+                    f"camera url {url!r}: file: URL has no path"
+                    if not url[len("file:") :].strip("/")
+                    else f"file {path} does not exist"
+                )
             container = av.open(str(path), mode="r")
         else:
             options = {

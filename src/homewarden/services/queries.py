@@ -28,11 +28,19 @@ from urllib.parse import urlsplit, urlunsplit
 from homewarden import __version__
 from homewarden.config import Settings
 from homewarden.domain.audit import Actor, AuditTag
-from homewarden.errors import InvalidRequestError, NotFoundError, StorageError
+from homewarden.domain.retention import disk_floor
+from homewarden.errors import (
+    AuditUnavailableError,
+    DatabaseError,
+    InvalidRequestError,
+    NotFoundError,
+    StorageError,
+)
 from homewarden.media.clip import ClipInfo, compose_clip
 from homewarden.services.audit import AuditLog
 from homewarden.store.index import Index
 from homewarden.store.records import EventRecord, GapRecord, SegmentRecord
+from homewarden.timefmt import utc_text
 
 #: Longest span one clip may cover. A clip is remuxed into a file before it is served; an
 #: hour of a 4 Mbit/s camera is ~1.8 GB, which is as much as we want to write per request.
@@ -48,6 +56,24 @@ MAX_EVENT_PAGE = 500
 #: Default span of the per-hour summary when ``since`` is not given: one day.
 DEFAULT_SUMMARY_SECONDS = 86400.0
 
+#: First instant no caller's time may reach: 10000-01-01T00:00:00Z (UTC epoch seconds).
+#: Python's datetime ends with year 9999, so a later time cannot even be named in a message;
+#: no camera has recorded there either.
+MAX_TIME = 253_402_300_800.0
+
+#: Largest id a caller may name: a signed 64-bit integer, the widest SQLite and PostgreSQL
+#: store (a larger one cannot be bound as a query parameter at all).
+MAX_ID = 2**63 - 1
+
+#: Largest id an event can have: ``events.id`` is a SQL ``INTEGER`` (migration 0001), signed
+#: 32-bit on PostgreSQL. Ids count up from 1, so a larger one names no event on either backend.
+MAX_EVENT_ID = 2**31 - 1
+
+#: A gap that ended less than this many seconds ago still makes :meth:`Queries.health`
+#: "degraded": footage was just lost (a disk-full outage that has only now ended, a camera that
+#: came back), and a monitor polling every few minutes must not miss it.
+RECENT_GAP_SECONDS = 600.0
+
 
 def parse_time(value: str | float, *, name: str = "time") -> float:
     """Parse a caller's time: float UTC epoch seconds, or ISO 8601.
@@ -57,7 +83,9 @@ def parse_time(value: str | float, *, name: str = "time") -> float:
     error message.
 
     Raises:
-        InvalidRequestError: neither a finite non-negative number nor ISO 8601.
+        InvalidRequestError: neither a number nor ISO 8601, or not in
+            ``[0, MAX_TIME)`` (1970-01-01 up to the end of 9999, UTC); the message names
+            ``name``.
     """
     if isinstance(value, int | float):
         number = float(value)
@@ -76,8 +104,10 @@ def parse_time(value: str | float, *, name: str = "time") -> float:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             number = parsed.timestamp()
-    if not math.isfinite(number) or number < 0:
-        raise InvalidRequestError(f"{name}={value!r} is not a time after 1970-01-01")
+    if not (math.isfinite(number) and 0 <= number < MAX_TIME):
+        raise InvalidRequestError(
+            f"{name}={value!r} is not a time between 1970-01-01 and 9999-12-31 (UTC)"
+        )
     return number
 
 
@@ -150,7 +180,9 @@ class CameraView:
     this process) and index facts. ``state`` is the recorder's state, or ``"not-running"``
     / ``"disabled"`` when there is no recorder; ``url`` has its password redacted;
     ``recorded_bytes`` and ``last_recorded_at`` (end of the newest segment) come from the
-    index; ``fps`` is frames per second in, ``bitrate`` bits per second."""
+    index; ``gaps_open`` counts outages going on now, ``gaps_total`` every outage the index
+    holds for the camera (open or closed); ``fps`` is frames per second in, ``bitrate`` bits
+    per second."""
 
     name: str
     url: str
@@ -165,6 +197,7 @@ class CameraView:
     decode_mode: str | None
     segments_written: int | None
     gaps_open: int
+    gaps_total: int
     last_error: str | None
     next_retry_at: float | None
     recorded_bytes: int
@@ -276,15 +309,28 @@ class EventPage:
 
 @dataclass(frozen=True, slots=True)
 class HealthView:
-    """Liveness: ``status`` is ``"ok"`` when the index answers; disk figures are bytes."""
+    """Health of the recorder (see :meth:`Queries.health`).
+
+    ``status`` is ``"ok"`` or ``"degraded"``; ``reasons`` holds one plain sentence per
+    problem (empty when ok). ``cameras_enabled`` counts cameras that should record (enabled
+    in the config, or running), ``cameras_connected`` those of them with a live connection;
+    ``gaps_open`` counts outages going on now. Sizes are bytes: ``disk_free_bytes`` is free
+    space where the media lives (None when it cannot be read), ``disk_min_free_bytes`` the
+    floor of the emergency guard below which the disk counts as low. ``time`` is UTC epoch
+    seconds.
+    """
 
     status: str
+    reasons: list[str]
     version: str
     time: float
     cameras_configured: int
+    cameras_enabled: int
     cameras_connected: int
+    gaps_open: int
     media_bytes: int
     disk_free_bytes: int | None
+    disk_min_free_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +413,7 @@ class Queries:
     def _camera_view(self, name: str, status: CameraStatusLike | None) -> CameraView:
         cam = self._settings.cameras.get(name)
         open_gaps = len(self._index.open_gaps(name))
+        all_gaps = len(self._index.gaps(name))
         recorded = self._index.total_bytes(name)
         last_end = self._index.last_segment_end(name)
         if status is None:
@@ -385,6 +432,7 @@ class Queries:
                 decode_mode=None,
                 segments_written=None,
                 gaps_open=open_gaps,
+                gaps_total=all_gaps,
                 last_error=None,
                 next_retry_at=None,
                 recorded_bytes=recorded,
@@ -404,6 +452,7 @@ class Queries:
             decode_mode=status.decode_mode,
             segments_written=status.segments_written,
             gaps_open=max(status.gaps_open, open_gaps),
+            gaps_total=max(status.gaps_open, all_gaps),
             last_error=status.last_error,
             next_retry_at=status.next_retry_at,
             recorded_bytes=recorded,
@@ -509,9 +558,16 @@ class Queries:
         """One event.
 
         Raises:
-            NotFoundError: no such event.
+            NotFoundError: no such event (also for any id outside ``1..MAX_EVENT_ID``).
         """
-        return EventView.of(self._index.event(event_id))
+        return EventView.of(self._event(event_id))
+
+    def _event(self, event_id: int) -> EventRecord:
+        # An id the events.id column cannot hold would overflow the driver (SQLite) or the
+        # server (PostgreSQL) instead of simply matching no row.
+        if not 1 <= event_id <= MAX_EVENT_ID:
+            raise NotFoundError(f"no event {event_id}")
+        return self._index.event(event_id)
 
     def snapshot(self, event_id: int, *, actor: Actor, reason: str) -> Path:
         """The JPEG snapshot file of an event, for ``actor`` (who asks) because of ``reason``;
@@ -519,9 +575,10 @@ class Queries:
 
         Raises:
             NotFoundError: no such event, the event has no snapshot, or its file is gone.
-            DatabaseError: the audit entry cannot be written (nothing is served).
+            AuditUnavailableError: the audit entry cannot be written (nothing is served).
+            LogTamperedError: the audit log cannot be extended (nothing is served).
         """
-        ev = self._index.event(event_id)
+        ev = self._event(event_id)
         if ev.snapshot_path is None:
             raise NotFoundError(f"event {event_id} has no snapshot")
         root = self._settings.snapshot_dir.resolve()
@@ -532,7 +589,7 @@ class Queries:
             raise NotFoundError(f"event {event_id} snapshot is outside the data dir")
         if not path.is_file():
             raise NotFoundError(f"event {event_id} snapshot file is missing")
-        self._audit.append(
+        self._account(
             AuditTag.FOOTAGE_SNAPSHOT_VIEW,
             actor,
             reason,
@@ -553,9 +610,10 @@ class Queries:
             NotFoundError: no such event, or no footage for it.
             InvalidRequestError: the event is longer than :data:`MAX_CLIP_SECONDS`.
             ClipError, StorageError: the segments cannot be remuxed.
-            DatabaseError: the audit entry cannot be written (nothing is served).
+            AuditUnavailableError: the audit entry cannot be written (nothing is served).
+            LogTamperedError: the audit log cannot be extended (nothing is served).
         """
-        ev = self._index.event(event_id)
+        ev = self._event(event_id)
         end = ev.end
         if end is None:
             segs = self._index.segments(ev.camera, ev.start, None)
@@ -578,9 +636,11 @@ class Queries:
 
         Raises:
             NotFoundError: unknown camera, or no footage in the span.
-            InvalidRequestError: ``end <= start`` or longer than :data:`MAX_CLIP_SECONDS`.
+            InvalidRequestError: ``end <= start``, longer than :data:`MAX_CLIP_SECONDS`, or
+                a time outside ``[0, MAX_TIME)``.
             ClipError, StorageError: the segments cannot be remuxed.
-            DatabaseError: the audit entry cannot be written (nothing is served).
+            AuditUnavailableError: the audit entry cannot be written (nothing is served).
+            LogTamperedError: the audit log cannot be extended (nothing is served).
         """
         clip = self._cached_clip(camera, start, end)
         self._audit_clip(clip, actor, reason)
@@ -589,7 +649,7 @@ class Queries:
     def _audit_clip(
         self, clip: ClipFile, actor: Actor, reason: str, *, event: int | None = None
     ) -> None:
-        self._audit.append(
+        self._account(
             AuditTag.FOOTAGE_CLIP_DOWNLOAD,
             actor,
             reason,
@@ -613,6 +673,10 @@ class Queries:
             os.utime(out)  # keep a clip that is being watched in the cache
             return ClipFile(out, camera, known.start, known.end, known.duration, known.bytes)
         self._prune_clip_cache()
+        try:
+            self._clip_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the clip cache {self._clip_dir}: {exc}") from exc
         tmp = self._clip_dir / f".{uuid.uuid4().hex}.part.mp4"
         try:
             info = self._compose(segs, start, end, tmp)
@@ -626,26 +690,45 @@ class Queries:
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 
     def write_clip(
-        self, camera: str, start: float, end: float, out: Path, *, actor: Actor, reason: str
+        self,
+        camera: str,
+        start: float,
+        end: float,
+        out: Path,
+        *,
+        actor: Actor,
+        reason: str,
+        overwrite: bool = False,
     ) -> ClipFile:
         """Compose a clip of ``camera`` over ``[start, end]`` straight into ``out``, for
         ``actor`` because of ``reason``; audited as ``footage:clip:download``. The entry is
         written before the clip is: if it cannot be, no footage is written.
 
+        ``out`` must be in an existing directory (it is never created) and must not exist,
+        unless ``overwrite`` is set and it is a regular file. Those are checked before the
+        audit entry, so a refused write is not accounted as an access; ``compose_clip``
+        checks them again when it writes.
+
         Raises:
-            NotFoundError, InvalidRequestError, ClipError, StorageError: as :meth:`range_clip`.
-            DatabaseError: the audit entry cannot be written.
+            NotFoundError, InvalidRequestError, ClipError: as :meth:`range_clip`.
+            StorageError: ``out`` exists (without ``overwrite``) or is not a regular file,
+                its directory does not exist, or it cannot be written.
+            AuditUnavailableError: the audit entry cannot be written (nothing is written).
+            LogTamperedError: the audit log cannot be extended (nothing is written).
         """
         self._check_clip_span(start, end)
         self._require_camera(camera)
         segs = self._clip_segments(camera, start, end)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {out.parent}: {exc}") from exc
+        if out.is_symlink() or out.exists():
+            if not out.is_file() or out.is_symlink():
+                raise StorageError(f"cannot write clip {out}: it exists and is not a regular file")
+            if not overwrite:
+                raise StorageError(f"cannot write clip {out}: it already exists")
+        if not out.parent.is_dir():
+            raise StorageError(f"cannot write clip {out}: directory {out.parent} does not exist")
         # The file lands where the caller said, outside our control: account for the
         # requested span before a byte of it exists.
-        self._audit.append(
+        self._account(
             AuditTag.FOOTAGE_CLIP_DOWNLOAD,
             actor,
             reason,
@@ -653,10 +736,39 @@ class Queries:
             start=max(start, min(s.start for s in segs)),
             end=min(end, max(s.end for s in segs)),
         )
-        info = self._compose(segs, start, end, out)
+        info = self._compose(segs, start, end, out, overwrite=overwrite)
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 
+    def _account(
+        self,
+        action: AuditTag,
+        actor: Actor,
+        reason: str,
+        *,
+        camera: str,
+        start: float,
+        end: float,
+        event: int | None = None,
+    ) -> None:
+        """Append the audit entry of a footage access before the footage is handed out.
+
+        Raises:
+            AuditUnavailableError: the database refused the entry; the footage must not be
+                served (the reason the caller gets, instead of a bare database error).
+            LogTamperedError: the stored tree cannot be extended (see ``AuditLog.append``).
+        """
+        try:
+            self._audit.append(
+                action, actor, reason, camera=camera, start=start, end=end, event=event
+            )
+        except DatabaseError as exc:
+            raise AuditUnavailableError(
+                f"footage not served: its access cannot be written to the audit log ({exc})"
+            ) from exc
+
     def _check_clip_span(self, start: float, end: float) -> None:
+        parse_time(start, name="start")
+        parse_time(end, name="end")
         if end <= start:
             raise InvalidRequestError(f"clip end ({end}) must be after start ({start})")
         if end - start > MAX_CLIP_SECONDS:
@@ -673,15 +785,17 @@ class Queries:
         return segs
 
     def _compose(
-        self, segs: Sequence[SegmentRecord], start: float, end: float, out: Path
+        self,
+        segs: Sequence[SegmentRecord],
+        start: float,
+        end: float,
+        out: Path,
+        *,
+        overwrite: bool = False,
     ) -> ClipInfo:
         media = self._settings.media_dir
         parts = [(media / s.path, s.start) for s in segs]
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {out.parent}: {exc}") from exc
-        return compose_clip(parts, start, end, out)
+        return compose_clip(parts, start, end, out, overwrite=overwrite)
 
     def _prune_clip_cache(self) -> None:
         if not self._clip_dir.is_dir():
@@ -700,32 +814,89 @@ class Queries:
     # health
 
     def health(self) -> HealthView:
-        """Liveness of the index, cameras and disk.
+        """Health of the recorder: ``"ok"`` only when every enabled camera is connected, no
+        gap is open or ended in the last :data:`RECENT_GAP_SECONDS`, and the disk holding the
+        media has at least ``storage.min_free_bytes`` free (the emergency guard's floor);
+        ``"degraded"`` otherwise, with one reason per problem. No enabled camera at all is
+        degraded too: nothing is being recorded.
 
         Raises:
-            DatabaseError: the index does not answer.
+            DatabaseError: the index does not answer (that is an error, not a status).
         """
+        now = self._clock()
         media_bytes = self._index.total_bytes()
         statuses = self._statuses()
+        cameras = self._settings.cameras
+        enabled = sorted({n for n, c in cameras.items() if c.enabled} | set(statuses))
+        reasons: list[str] = []
+        connected = 0
+        for name in enabled:
+            status = statuses.get(name)
+            if status is not None and status.connected_since is not None:
+                connected += 1
+                continue
+            if status is None:
+                why = "its recorder is not running"
+            else:
+                why = status.state + (f": {status.last_error}" if status.last_error else "")
+            reasons.append(f"camera {name!r} is not connected ({why})")
+        if not enabled:
+            reasons.append("no camera is enabled")
+        gaps_open = 0
+        recent: dict[str, list[GapRecord]] = {}
+        for gap in self._index.gaps(None, now - RECENT_GAP_SECONDS, None):
+            if gap.end is None:
+                gaps_open += 1
+                reasons.append(
+                    f"camera {gap.camera!r} has an open gap since {_iso(gap.start)} "
+                    f"({gap.reason}{': ' + gap.detail if gap.detail else ''})"
+                )
+            else:
+                recent.setdefault(gap.camera, []).append(gap)
+        for name, gaps in sorted(recent.items()):
+            last = max(gaps, key=lambda g: g.end or g.start)
+            reasons.append(
+                f"camera {name!r} lost footage in the last {RECENT_GAP_SECONDS / 60:.0f} min: "
+                f"{len(gaps)} gap(s), the latest ended {_iso(last.end or last.start)} "
+                f"({last.reason}{': ' + last.detail if last.detail else ''})"
+            )
+        floor = self._settings.storage.min_free_bytes
+        probe = self._settings.media_dir
+        if not probe.is_dir():
+            probe = self._settings.data_dir
         try:
-            free: int | None = shutil.disk_usage(self._settings.data_dir).free
-        except OSError:
-            free = None
+            usage = shutil.disk_usage(probe)
+        except OSError as exc:
+            free: int | None = None
+            reasons.append(f"free disk under {probe} cannot be read ({exc.strerror or exc})")
+        else:
+            free = usage.free
+            # The guard's own floor: on a small disk it is capped at a fraction of the disk,
+            # so a small disk that retention keeps in bounds does not read as degraded.
+            floor = disk_floor(floor, 0, usage.total)
+        if free is not None and free < floor:
+            reasons.append(
+                f"low disk: {free} bytes free under {probe}, below the emergency guard's "
+                f"floor of {floor} bytes (storage.min_free_bytes, capped for small disks)"
+            )
         return HealthView(
-            status="ok",
+            status="degraded" if reasons else "ok",
+            reasons=reasons,
             version=__version__,
-            time=self._clock(),
-            cameras_configured=len(self._settings.cameras),
-            cameras_connected=sum(1 for s in statuses.values() if s.connected_since is not None),
+            time=now,
+            cameras_configured=len(cameras),
+            cameras_enabled=len(enabled),
+            cameras_connected=connected,
+            gaps_open=gaps_open,
             media_bytes=media_bytes,
             disk_free_bytes=free,
+            disk_min_free_bytes=floor,
         )
 
     @staticmethod
     def _check_span(since: float | None, until: float | None) -> None:
-        if since is not None and until is not None and until <= since:
-            raise InvalidRequestError(f"until ({until}) must be after since ({since})")
+        parse_span(since, until)  # the checks of typed input, for callers passing floats
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_text(ts)

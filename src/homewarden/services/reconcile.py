@@ -16,6 +16,8 @@ it, and gaps or events that were never closed. :func:`reconcile` repairs each, b
    start when that is earlier or there is no segment).
 
 Must run before any recorder starts: a recorder's ``.part`` in progress would look orphaned.
+With ``cameras`` it touches only those cameras' rows and files, so it may run while other
+cameras record (a recorder worker process that died is reconciled so before it restarts).
 Recovered segments get motion score 0.0 (the score was never computed).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -95,16 +98,21 @@ def _index_file(
 
 
 class _Reconciler:
-    def __init__(self, index: Index, media_dir: Path) -> None:
+    def __init__(self, index: Index, media_dir: Path, cameras: Collection[str] | None) -> None:
         self.index = index
         self.media_dir = media_dir
+        self.cameras = None if cameras is None else frozenset(cameras)
         self.counts: dict[str, int] = {f.name: 0 for f in fields(ReconcileReport)}
 
     def rows_without_files(self) -> set[str]:
         """Step 1; returns the paths still indexed."""
         stale: list[int] = []
         kept: set[str] = set()
-        for rec in self.index.segments():
+        if self.cameras is None:
+            records = self.index.segments()
+        else:
+            records = [rec for cam in sorted(self.cameras) for rec in self.index.segments(cam)]
+        for rec in records:
             path = segment_file(self.media_dir, rec.path)
             if path is None or not path.is_file():
                 log.warning("reconcile: %s is indexed but missing; removing its row", rec.path)
@@ -119,6 +127,8 @@ class _Reconciler:
         if not self.media_dir.is_dir():
             return found
         for camera_dir in sorted(self.media_dir.iterdir()):
+            if self.cameras is not None and camera_dir.name not in self.cameras:
+                continue
             if camera_dir.is_dir() and not camera_dir.name.startswith("."):
                 found += sorted(p for p in camera_dir.rglob("*") if p.is_file())
         return found
@@ -194,23 +204,31 @@ class _Reconciler:
             return start if end is None else max(start, end)
 
         for gap in self.index.open_gaps():
+            if self.cameras is not None and gap.camera not in self.cameras:
+                continue
             self.index.close_gap(gap.id, end_for(gap.camera, gap.start))
             self.counts["gaps_closed"] += 1
         for ev in self.index.open_events():
+            if self.cameras is not None and ev.camera not in self.cameras:
+                continue
             self.index.update_event(ev.id, end=end_for(ev.camera, ev.start))
             self.counts["events_closed"] += 1
 
 
-def reconcile(index: Index, media_dir: Path) -> ReconcileReport:
+def reconcile(
+    index: Index, media_dir: Path, cameras: Collection[str] | None = None
+) -> ReconcileReport:
     """Make ``index`` and the segment files under ``media_dir`` agree after a crash.
 
-    See the module docstring for the four steps. One file that cannot be handled (permission,
-    I/O error) is logged and counted in ``skipped``; it never stops the others.
+    See the module docstring for the four steps. ``cameras``: reconcile only these cameras
+    (their rows, their ``media/<camera>/`` files, their open gaps and events); None: all.
+    One file that cannot be handled (permission, I/O error) is logged and counted in
+    ``skipped``; it never stops the others.
 
     Raises:
         DatabaseError: the index cannot be read or written.
     """
-    r = _Reconciler(index, media_dir)
+    r = _Reconciler(index, media_dir, cameras)
     indexed = r.rows_without_files()
     for file in r.files():
         try:

@@ -19,7 +19,16 @@ Per connection (DESIGN.md flows 1-2, issue 2 "Sources", "Recording", "Motion sen
 3. Cut segments only on video keyframes once ``segment_seconds`` have passed; a segment's start
    is the time of its first keyframe and its end the time of the keyframe that starts the next
    one, so segments are exactly contiguous. Index each finished segment.
-4. Motion: while quiet only keyframes are decoded (non-key packets never reach the decoder);
+4. Downtime between recorder lives (a clean stop, ``kill -9``, the camera left out of the
+   configuration for a while) is a gap too, with reason :data:`NOT_RECORDING`: the first
+   thing that happens to a camera in this recorder's life — its first connection's anchor,
+   or its first failed attempt — closes a gap from the end of the camera's earlier footage in
+   the index (``Index.last_segment_end``) to that moment, when the hole is longer than one
+   frame (:data:`DOWNTIME_TOLERANCE` when the frame rate is unknown). A failed attempt then
+   opens its own outage gap from that same moment, so the two meet and never overlap; when
+   the hole before a failed attempt is too short for a gap of its own, the outage gap starts
+   at the earlier footage's end and covers it.
+5. Motion: while quiet only keyframes are decoded (non-key packets never reach the decoder);
    a moving keyframe switches to decoding every frame, sampled at ``detect_fps``, until the
    event closes after ``post_capture`` quiet seconds. The event start is refined by decoding
    the previous GOP (kept as packets) with a second decoder and finding the first frame that
@@ -53,6 +62,7 @@ from homewarden.media.segment_writer import SegmentWriter
 from homewarden.media.source import Source, open_source
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment
+from homewarden.timefmt import utc_text
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +84,12 @@ PERSON_LABEL = "person"
 PERSON_CHECK_INTERVAL = 1.0
 #: Width of the frame handed to the person detector (the SSDLite graph itself takes 300x300).
 PERSON_FRAME_WIDTH = 640
+#: Gap reason of time no recorder was running for the camera (stopped, crashed, or the camera
+#: left out of the configuration): from its last footage to the next life's first packet.
+NOT_RECORDING = "not_recording"
+#: A hole between two lives shorter than this (s) is rounding, not downtime, when the
+#: stream's frame duration is unknown; a restart itself takes longer than this.
+DOWNTIME_TOLERANCE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +130,19 @@ class CameraStatus:
 
 
 def segment_relpath(camera: str, start: float) -> str:
-    """``<camera>/<YYYY-MM-DD>/<HH>/<start:.3f>.mp4`` (UTC), relative to the media dir."""
-    when = datetime.fromtimestamp(start, tz=UTC)
+    """``<camera>/<YYYY-MM-DD>/<HH>/<start:.3f>.mp4`` (UTC), relative to the media dir.
+
+    Raises:
+        StorageError: ``start`` is no date (a clock gone wild: non-finite, or past what
+            ``datetime`` or the platform's ``time_t`` holds), so the segment has no place;
+            the recorder records a gap and retries, as for any storage failure.
+    """
+    try:
+        when = datetime.fromtimestamp(start, tz=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise StorageError(
+            f"cannot place a segment of camera {camera} starting at {utc_text(start)}: {exc}"
+        ) from exc
     return f"{camera}/{when:%Y-%m-%d}/{when:%H}/{start:.3f}.mp4"
 
 
@@ -173,6 +200,8 @@ class CameraRecorder:
         # accounting across connections
         self._gap_id: int | None = None
         self._footage_end: float | None = None
+        self._earlier_end: float | None = None  # the index's footage end from earlier lives
+        self._downtime_settled = False  # the gap since that footage is recorded (or none)
         self._tracker = EventTracker(cam.motion.post_capture)
         self._event_id: int | None = None
         self._best_frame: Any = None
@@ -239,6 +268,11 @@ class CameraRecorder:
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST
+        try:
+            self._earlier_end = self.index.last_segment_end(self.name)
+        except HomeWardenError as exc:
+            log.error("camera %s: cannot read its earlier footage: %s", self.name, exc)
+            self._downtime_settled = True  # the downtime is unknown: nothing to record
         try:
             while not self._stop.is_set():
                 try:
@@ -330,8 +364,11 @@ class CameraRecorder:
             log.debug("camera %s: still down: %s", self.name, message)
         self._logged_error = message
         self._finish_event(self._footage_end if self._footage_end is not None else now)
+        accounted = self._settle_downtime(now, DOWNTIME_TOLERANCE)
         if self._gap_id is None:
-            start = self._footage_end if self._footage_end is not None else now
+            start = self._footage_end
+            if start is None:
+                start = accounted if accounted is not None else now
             try:
                 gap_id = self.index.open_gap(self.name, start, reason, message)
             except HomeWardenError as db_exc:
@@ -341,8 +378,38 @@ class CameraRecorder:
                     self._gap_id = gap_id
         return permanent and self.cam.url.startswith("file:")
 
-    def _connected(self, anchor: float, source: Source) -> None:
-        """The first packets of a connection are in: close the gap, report connected."""
+    def _settle_downtime(self, until: float, tolerance: float) -> float | None:
+        """Once per life: record ``[earlier footage end, until]`` as a closed
+        :data:`NOT_RECORDING` gap when it is longer than ``tolerance`` seconds.
+
+        Returns:
+            Where the index's account of the camera now ends, for an outage gap opened at
+            ``until`` to start from: ``until`` when the gap was recorded, the earlier footage
+            end when the hole was too short for a gap of its own (the outage then covers
+            it), None when nothing earlier is known or this ran before.
+        """
+        if self._downtime_settled:
+            return None
+        self._downtime_settled = True
+        since = self._earlier_end
+        if since is None or since > until:
+            return None  # no earlier footage, or a clock that went back: nothing to bridge
+        if until - since <= tolerance:
+            return since
+        try:
+            self.index.add_gap(
+                self.name, since, until, NOT_RECORDING, "no recorder was running for the camera"
+            )
+        except HomeWardenError as exc:
+            log.error("camera %s: cannot record the downtime gap: %s", self.name, exc)
+            return None
+        log.info("camera %s: not recorded for %.1f s before this start", self.name, until - since)
+        return until
+
+    def _connected(self, anchor: float, source: Source, frame_s: float) -> None:
+        """The first packets of a connection are in: record the downtime before this life
+        (once), close the outage gap, report connected."""
+        self._settle_downtime(anchor, frame_s if frame_s > 0 else DOWNTIME_TOLERANCE)
         self._close_gap(anchor)
         with self._lock:
             self._state = "connected"
@@ -548,7 +615,7 @@ class _Connection:
 
     def _flush_pending(self, anchor: float, pending: list[tuple[Any, float]]) -> None:
         self.anchor = anchor
-        self.rec._connected(anchor, self.source)
+        self.rec._connected(anchor, self.source, self.frame_s)
         for pkt, arrived in pending:
             self._packet(pkt, arrived)
         pending.clear()

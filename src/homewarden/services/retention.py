@@ -2,8 +2,8 @@
 
 The rules and their sources live in :mod:`homewarden.domain.retention`. This use-case only
 gathers their inputs (segments, event spans, active holds, per-camera policies from
-``settings.cameras[name].retention``, ``settings.storage`` caps and the free disk under the
-media dir) and carries out the plan.
+``settings.cameras[name].retention``, ``settings.storage`` caps, and the free and total disk
+under the media dir) and carries out the plan.
 
 Order of deletion: the file first, then its index row. A crash in between leaves rows whose
 file is gone, which the next pass (or start-up reconciliation) removes; the reverse order could
@@ -27,9 +27,11 @@ from typing import Any
 from homewarden.config import Settings
 from homewarden.domain.retention import (
     CameraPolicy,
+    DeletionReason,
     SegmentInfo,
     Shortfall,
     Span,
+    disk_floor,
     estimate_bytes_per_hour,
     plan_retention,
 )
@@ -42,7 +44,24 @@ log = logging.getLogger(__name__)
 #: write into the current hour's directory never finds it removed under it.
 _PRUNE_AFTER = 2 * 3600.0
 
-DiskUsage = Callable[[Path], Any]  # shutil.disk_usage's shape: result has ``.free`` bytes
+DiskUsage = Callable[[Path], Any]  # shutil.disk_usage's shape: ``.total`` and ``.free`` bytes
+
+#: What to do about a limit that only held footage keeps unmet, per rule.
+_REMEDY = {
+    DeletionReason.CAMERA_CAP: "raise cameras.{camera}.retention.max_bytes",
+    DeletionReason.TOTAL_CAP: "raise storage.max_total_bytes",
+    DeletionReason.DISK_GUARD: "free space on that disk, or lower storage.min_free_bytes",
+}
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in binary units, one decimal (``1.5 MiB``)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +78,12 @@ class RetentionReport:
             the next pass tries again.
         shortfalls: limits left unmet because only held footage remains.
         free_bytes: free disk seen before the pass, None when it could not be read.
+        total_bytes: size of that file system, None when it could not be read.
+        floor_bytes: free bytes the disk guard kept (:func:`~homewarden.domain.retention.
+            disk_floor`), None when the disk could not be read.
         bytes_per_hour: the recording-rate estimate the disk guard used.
+
+    ``str(report)`` is a one-line summary for logs.
     """
 
     deleted: int = 0
@@ -69,7 +93,34 @@ class RetentionReport:
     failed: int = 0
     shortfalls: tuple[Shortfall, ...] = ()
     free_bytes: int | None = None
+    total_bytes: int | None = None
+    floor_bytes: int | None = None
     bytes_per_hour: int = 0
+
+    def __str__(self) -> str:
+        noun = "segment" if self.deleted == 1 else "segments"
+        parts = [f"deleted {self.deleted} {noun} ({_size(self.bytes_freed)}"]
+        if self.by_reason:
+            parts[0] += ": " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        parts[0] += ")"
+        if self.missing_files:
+            parts.append(f"{self.missing_files} already gone")
+        if self.failed:
+            parts.append(f"{self.failed} could not be deleted (retried next pass)")
+        if self.free_bytes is not None:
+            disk = f"{_size(self.free_bytes)} free"
+            if self.total_bytes is not None:
+                disk += f" of {_size(self.total_bytes)}"
+            if self.floor_bytes is not None:
+                disk += f", floor {_size(self.floor_bytes)}"
+            parts.append(disk)
+        for short in self.shortfalls:
+            where = f"camera {short.camera}" if short.camera else "all cameras"
+            parts.append(
+                f"{short.reason.value} for {where} still {_size(short.bytes)} short "
+                "(only held footage left)"
+            )
+        return "; ".join(parts)
 
 
 def policies_from(settings: Settings) -> dict[str, CameraPolicy]:
@@ -92,17 +143,34 @@ def segment_file(media_dir: Path, relative: str) -> Path | None:
     return media_dir.joinpath(*rel.parts)
 
 
-def _free_bytes(media_dir: Path, disk_usage: DiskUsage) -> int | None:
+def _disk(media_dir: Path, disk_usage: DiskUsage) -> tuple[int | None, int | None]:
+    """(free, total) bytes of the file system holding ``media_dir``; (None, None) when they
+    cannot be read."""
     probe = media_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        return int(disk_usage(probe).free)
+        usage = disk_usage(probe)
+        return int(usage.free), int(usage.total)
     except OSError as exc:
         log.warning(
             "retention: cannot read free disk under %s (%s); disk guard skipped", probe, exc
         )
-        return None
+        return None, None
+
+
+def _shortfall_warning(short: Shortfall) -> None:
+    where = f"camera {short.camera}" if short.camera else "all cameras"
+    remedy = _REMEDY[short.reason].format(camera=short.camera)
+    log.warning(
+        "retention: %s for %s is still %s short, and only held footage (%s) is left to "
+        "delete; release holds that are no longer needed, or %s",
+        short.reason.value,
+        where,
+        _size(short.bytes),
+        _size(short.held_bytes),
+        remedy,
+    )
 
 
 def _prune_dirs(file: Path, relative: str) -> None:
@@ -131,10 +199,12 @@ def run_retention_pass(
         settings: per-camera retention and ``settings.storage`` caps.
         media_dir: root of segment files (``SegmentRecord.path`` is relative to it).
         now: UTC epoch seconds.
-        disk_usage: ``shutil.disk_usage`` or a stand-in returning an object with ``.free``.
+        disk_usage: ``shutil.disk_usage`` or a stand-in returning an object with ``.free``
+            and ``.total`` (bytes; the total caps the guard's floor on a small disk).
 
     Returns:
-        What was deleted, what failed, and limits only held footage keeps unmet.
+        What was deleted, what failed, and limits only held footage keeps unmet;
+        ``str()`` of it is the one-line summary to log.
 
     Raises:
         DatabaseError: the index cannot be read or written. A file that cannot be deleted
@@ -144,8 +214,9 @@ def run_retention_pass(
     infos = [SegmentInfo(r.id, r.camera, r.start, r.end, r.bytes) for r in records]
     events = [Span(e.camera, e.start, e.end) for e in index.event_spans()]
     holds = [Span(h.camera, h.start, h.end) for h in index.holds(active_at=now)]
-    free = _free_bytes(media_dir, disk_usage)
+    free, total = _disk(media_dir, disk_usage)
     rate = estimate_bytes_per_hour(infos, now)
+    min_free = settings.storage.min_free_bytes
     plan = plan_retention(
         infos,
         events=events,
@@ -154,7 +225,8 @@ def run_retention_pass(
         now=now,
         max_total_bytes=settings.storage.max_total_bytes,
         free_bytes=free,
-        min_free_bytes=settings.storage.min_free_bytes,
+        total_bytes=total,
+        min_free_bytes=min_free,
         bytes_per_hour=rate,
     )
     by_id: dict[int, SegmentRecord] = {r.id: r for r in records}
@@ -185,22 +257,7 @@ def run_retention_pass(
         if rec.end < now - _PRUNE_AFTER:
             _prune_dirs(path, rec.path)
     index.delete_segments(done)
-    if done:
-        log.info(
-            "retention: deleted %d segments (%d bytes): %s",
-            len(done),
-            freed,
-            ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())),
-        )
-    for s in plan.shortfalls:
-        where = f"camera {s.camera}" if s.camera else "all cameras"
-        log.warning(
-            "retention: %s for %s still %d bytes short; only held footage is left",
-            s.reason.value,
-            where,
-            s.bytes,
-        )
-    return RetentionReport(
+    report = RetentionReport(
         deleted=len(done),
         bytes_freed=freed,
         by_reason=dict(reasons),
@@ -208,5 +265,11 @@ def run_retention_pass(
         failed=failed,
         shortfalls=plan.shortfalls,
         free_bytes=free,
+        total_bytes=total,
+        floor_bytes=None if free is None else disk_floor(min_free, rate, total),
         bytes_per_hour=rate,
     )
+    # The caller logs ``str(report)`` (one line); the runtime's retention loop does.
+    for short in plan.shortfalls:
+        _shortfall_warning(short)
+    return report

@@ -4,20 +4,27 @@
 
 1. binds the API socket - on a loopback address only (config checks this, and so does the
    bind, after name resolution, since accounts do not exist yet; DESIGN.md / issue 2);
-2. opens the index at ``settings.db_url``, migrates it and reconciles it with the media dir;
-3. opens the audit log (:class:`~homewarden.services.audit.AuditLog`; its signing key is
+2. takes the data dir's lock (:class:`~homewarden.store.lockfile.DataDirLock`, held until
+   :meth:`Runtime.stop`): a second recorder on the same data dir is refused here, before its
+   reconciliation could take the first one's segment in progress for a crash leftover;
+3. opens the index at ``settings.db_url``, migrates it and reconciles it with the media dir;
+4. opens the audit log (:class:`~homewarden.services.audit.AuditLog`; its signing key is
    generated at first run) and starts the tree-head loop (a signed tree head at once, then
    every ``audit.sth_interval`` s when the log grew, and a last one at stop);
-4. starts one :class:`CameraRecorder` per enabled camera;
-5. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
-6. serves the API with uvicorn on the bound socket in a thread.
+5. starts the cameras' recorders: a :class:`~homewarden.services.recorder_group.RecorderGroup`
+   built by ``recorder_pool_factory`` (the CLI passes recorder worker processes,
+   :func:`homewarden.workers.camera_worker.recorder_pool`), or by default one
+   :class:`CameraRecorder` thread per enabled camera;
+6. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
+7. serves the API with uvicorn on the bound socket in a thread.
 
-The web layer sits above services, so the API app is handed in as ``app_factory`` (the CLI
-passes :func:`homewarden.web.app.create_app`); without one, no API is served.
+The web and workers layers sit above services, so the API app and the recorder pool are handed
+in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`; without
+one, no API is served).
 
 :meth:`Runtime.stop` undoes it in reverse order of importance: recorders first (each finishes
 its segment in progress), then the API, then the retention loop, then the tree-head loop
-(signing a last head), then the audit log and the index.
+(signing a last head), then the audit log and the index, and last the data dir's lock.
 :meth:`Runtime.run` wraps start, wait and stop, stopping on SIGINT/SIGTERM or after a duration.
 """
 
@@ -38,15 +45,19 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from homewarden.config import Settings
-from homewarden.detect.person import load_person_detector
 from homewarden.domain.permissions import is_loopback
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
 from homewarden.services.audit import AuditLog
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
-from homewarden.services.recorder import CameraRecorder
+from homewarden.services.recorder_group import (
+    RecorderGroup,
+    RecorderGroupFactory,
+    ThreadRecorderGroup,
+)
 from homewarden.services.retention import run_retention_pass
 from homewarden.store.index import Index
+from homewarden.store.lockfile import DataDirLock
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +128,9 @@ class Runtime:
         clock: now as UTC epoch seconds (recorders, retention, queries).
         app_factory: builds the ASGI app of the API over a :class:`Queries`; None runs the
             recorders and retention without an API.
+        recorder_pool_factory: builds the cameras' recorder group over the open index; None
+            records every enabled camera on a thread of this process
+            (:class:`~homewarden.services.recorder_group.ThreadRecorderGroup`).
     """
 
     def __init__(
@@ -124,18 +138,23 @@ class Runtime:
         settings: Settings,
         *,
         app_factory: Callable[[Queries], ASGIApp] | None = None,
+        recorder_pool_factory: RecorderGroupFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._app_factory = app_factory
+        self._recorder_pool_factory: RecorderGroupFactory = (
+            recorder_pool_factory or ThreadRecorderGroup
+        )
+        self._lock: DataDirLock | None = None
         self._stop_requested = threading.Event()
         self._retention_stop = threading.Event()
         self._sth_stop = threading.Event()
         self._sth_thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._index: Index | None = None
-        self._recorders: dict[str, CameraRecorder] = {}
+        self._recorders: RecorderGroup | None = None
         self._retention_thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -174,7 +193,8 @@ class Runtime:
 
     def statuses(self) -> Mapping[str, CameraStatusLike]:
         """Live status of every running recorder, by camera name."""
-        return {name: rec.status() for name, rec in list(self._recorders.items())}
+        recorders = self._recorders
+        return {} if recorders is None else recorders.statuses()
 
     def queries(self) -> Queries:
         """Read use-cases over this runtime's index and recorders."""
@@ -186,7 +206,8 @@ class Runtime:
         Raises:
             ConfigError: the API address is not loopback or cannot be bound.
             DatabaseError: the index cannot be opened or migrated.
-            StorageError: the data dir cannot be created.
+            StorageError: the data dir cannot be created, or another recorder holds its lock
+                (the message names that process's pid).
         """
         if self._started:
             raise RuntimeError("runtime already started")
@@ -207,17 +228,13 @@ class Runtime:
         return self._stop_requested.wait(duration)
 
     def stop(self) -> None:
-        """Stop recorders (finishing segments), the API, the retention loop; close the index.
+        """Stop recorders (finishing segments), the API, the retention loop; close the index;
+        release the data dir's lock.
 
         Safe to call more than once and after a failed start.
         """
-        recorders = list(self._recorders.items())
-        for _, rec in recorders:
-            rec.stop(0.0)  # ask every camera at once; they finish their segments in parallel
-        deadline = time.monotonic() + RECORDER_STOP_TIMEOUT
-        for name, rec in recorders:
-            if not rec.stop(max(0.0, deadline - time.monotonic())):
-                log.error("camera %s did not stop within %.0f s", name, RECORDER_STOP_TIMEOUT)
+        if self._recorders is not None:
+            self._recorders.stop(RECORDER_STOP_TIMEOUT)
         if self._server is not None:
             self._server.should_exit = True
         if self._server_thread is not None:
@@ -238,7 +255,10 @@ class Runtime:
             self._audit.close()
         if self._index is not None:
             self._index.close()
-        self._recorders.clear()
+        if self._lock is not None:
+            self._lock.release()
+        self._recorders = None
+        self._lock = None
         self._server = self._server_thread = self._retention_thread = self._sth_thread = None
         self._sock = None
         self._audit = None
@@ -284,6 +304,7 @@ class Runtime:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create {d}: {exc}") from exc
+        self._lock = DataDirLock.acquire(s.data_dir)
         self._index = Index(s.db_url)
         self._index.migrate()
         report = reconcile(self._index, s.media_dir)
@@ -293,26 +314,8 @@ class Runtime:
         self._audit.ensure_key()
         self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
         self._sth_thread.start()
-        for name, cam in s.cameras.items():
-            if not cam.enabled:
-                log.info("camera %s is disabled", name)
-                continue
-            detector = None
-            if cam.person_detector:
-                detector, why = load_person_detector(s.cache_dir / "models")
-                log.info("camera %s: person detector: %s", name, why)
-            rec = CameraRecorder(
-                name,
-                cam,
-                s.media_dir,
-                s.snapshot_dir,
-                self._index,
-                clock=self._clock,
-                person_detector=detector,
-            )
-            rec.start()
-            self._recorders[name] = rec
-            log.info("camera %s started", name)
+        self._recorders = self._recorder_pool_factory(s, self._index, self._clock, lock=self._lock)
+        self._recorders.start()
         self._retention_thread = threading.Thread(
             target=self._retention_loop, name="retention", daemon=True
         )

@@ -123,6 +123,11 @@ def _encode_cursor(start: float, row_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+#: Largest row id any backend stores: ids are 32-bit INTEGER on PostgreSQL (SERIAL). A forged
+#: cursor with a larger id would overflow the driver instead of reading as "not issued here".
+MAX_ROW_ID = 2**31 - 1
+
+
 def _decode_cursor(cursor: str) -> tuple[float, int]:
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
@@ -137,6 +142,7 @@ def _decode_cursor(cursor: str) -> tuple[float, int]:
         and math.isfinite(value[0])
         and isinstance(value[1], int)
         and not isinstance(value[1], bool)
+        and 0 <= value[1] <= MAX_ROW_ID
     ):
         return float(value[0]), value[1]
     raise InvalidRequestError(f"bad cursor {cursor!r}: not one this server issued")
@@ -451,6 +457,19 @@ class Index:
         _check_time("start", start)
         row = GapRow(camera=camera, start=start, end=None, reason=reason, detail=detail)
         with self._session(f"open gap of {camera}") as s:
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def add_gap(self, camera: str, start: float, end: float, reason: str, detail: str = "") -> int:
+        """Record an outage already over, ``[start, end]``, in one write; returns its id.
+
+        Raises:
+            InvalidRequestError: a time is not finite, or ``end`` is before ``start``.
+        """
+        _check_span(start, end)
+        row = GapRow(camera=camera, start=start, end=end, reason=reason, detail=detail)
+        with self._session(f"add gap of {camera}") as s:
             s.add(row)
             s.flush()
             return row.id

@@ -35,6 +35,13 @@ class Base(DeclarativeBase):
     """Declarative base of every index table."""
 
 
+#: Ids that name things users link to (``/api/events/<id>``, segments, gaps, holds) are never
+#: handed out twice: SQLite's ``AUTOINCREMENT`` keeps the highest id ever used (in
+#: ``sqlite_sequence``), where a plain ``INTEGER PRIMARY KEY`` reuses ``max(id) + 1`` once
+#: the newest rows are deleted. PostgreSQL's serial/identity sequences never go back anyway.
+_NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class SegmentRow(Base):
     """One recorded segment file; ``path`` is relative to the media dir."""
 
@@ -42,6 +49,7 @@ class SegmentRow(Base):
     __table_args__ = (
         Index("ix_segments_camera_start", "camera", "start"),
         UniqueConstraint("path", name="uq_segments_path"),
+        _NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -59,7 +67,7 @@ class GapRow(Base):
     """An outage of one camera; ``end`` is NULL while it lasts."""
 
     __tablename__ = "gaps"
-    __table_args__ = (Index("ix_gaps_camera_start", "camera", "start"),)
+    __table_args__ = (Index("ix_gaps_camera_start", "camera", "start"), _NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     camera: Mapped[str] = mapped_column(String(64))
@@ -76,6 +84,7 @@ class EventRow(Base):
     __table_args__ = (
         Index("ix_events_camera_start", "camera", "start"),
         Index("ix_events_start", "start"),
+        _NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -92,6 +101,7 @@ class HoldRow(Base):
     """Footage of ``camera`` (NULL: every camera) in ``[start, end]`` that must be kept."""
 
     __tablename__ = "holds"
+    __table_args__ = (_NEVER_REUSE_IDS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     camera: Mapped[str | None] = mapped_column(String(64), nullable=True)

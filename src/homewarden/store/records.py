@@ -40,7 +40,9 @@ class SegmentRecord:
 
 @dataclass(frozen=True, slots=True)
 class GapRecord:
-    """An outage: no footage for ``camera`` from ``start`` to ``end`` (None while ongoing)."""
+    """No footage for ``camera`` from ``start`` to ``end`` (None while ongoing), and why:
+    ``reason`` is the source error's word for an outage (``unreachable``, ``stalled``, ...)
+    or ``not_recording`` for time no recorder ran for the camera (stopped, crashed)."""
 
     id: int
     camera: str

@@ -8,17 +8,26 @@ audit entry (the web layer never does). Every route declares its permission with
 refuses to build an app with an ungated route. Errors are RFC 9457 problem documents
 (:mod:`homewarden.web.problems`).
 
-Times in query parameters are float UTC epoch seconds or ISO 8601 (naive means UTC); times in
-answers are float UTC epoch seconds.
+Times in query parameters are float UTC epoch seconds or ISO 8601 (naive means UTC), from
+1970 to the end of 9999; times in answers are float UTC epoch seconds. Ids in paths are
+``1 .. 2**63 - 1`` (a 422 problem outside; an id no row can have is a 404).
+
+Clips answer Range requests (RFC 9110 section 14). A Range header that is invalid or names
+a unit other than ``bytes`` is ignored and the whole clip served with 200 (section 14.2: a
+server MUST ignore an unknown unit and MAY ignore an invalid range); an unsatisfiable one is
+a 416 problem carrying ``Content-Range: bytes */<size>`` (section 15.5.17).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, FastAPI, Path, Query
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import Message, Receive, Scope, Send
 
 from homewarden import __version__
 from homewarden.domain.audit import Actor
@@ -26,6 +35,7 @@ from homewarden.domain.permissions import Permission, Principal
 from homewarden.errors import NotFoundError
 from homewarden.services.queries import (
     MAX_EVENT_PAGE,
+    MAX_ID,
     CameraView,
     ClipFile,
     EventPage,
@@ -44,6 +54,7 @@ from homewarden.web.problems import (
     PROBLEM_RESPONSES,
     ProblemType,
     install_problem_handlers,
+    problem_response,
     problem_type,
 )
 
@@ -55,16 +66,75 @@ _TIME_HELP = "UTC epoch seconds (float) or ISO 8601; ISO without an offset is UT
 CameraQ = Annotated[str | None, Query(description="camera name")]
 SinceQ = Annotated[str | None, Query(description=f"start of the span, {_TIME_HELP}")]
 UntilQ = Annotated[str | None, Query(description=f"end of the span (exclusive), {_TIME_HELP}")]
-EventId = Annotated[int, Path(description="event id", ge=1)]
+EventId = Annotated[int, Path(description="event id", ge=1, le=MAX_ID)]
 CameraName = Annotated[str, Path(description="camera name")]
 Caller = Annotated[Principal, Depends(caller)]
 #: Why the API served footage, as written into the audit entry.
 API_REASON = "api"
 
 
+#: One RFC 9110 byte range-spec: ``first-last``, ``first-`` or the suffix form ``-length``
+#: (ASCII digits only: RFC 5234 DIGIT, where ``\d`` would take any Unicode digit).
+_BYTE_RANGE_SPEC = re.compile(r"([0-9]+)-([0-9]*)|-([0-9]+)")
+
+
+def valid_byte_ranges(value: str) -> bool:
+    """Whether a Range header value is a valid ``bytes`` ranges-specifier (RFC 9110 section
+    14.1.2): unit ``bytes``, at least one range-spec, each ``first-[last]`` with
+    ``last >= first`` or ``-suffix``. Whether it fits the file is another question (416)."""
+    unit, eq, range_set = value.partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return False
+    specs = [spec.strip() for spec in range_set.split(",") if spec.strip()]
+    if not specs:
+        return False
+    for spec in specs:
+        m = _BYTE_RANGE_SPEC.fullmatch(spec)
+        if m is None:
+            return False
+        first, last = m.group(1), m.group(2)
+        if first is not None and last and int(last) < int(first):
+            return False
+    return True
+
+
+class ClipResponse(FileResponse):
+    """A :class:`FileResponse` (which answers Range requests with 206, so players can seek)
+    that ignores an invalid Range header and answers an unsatisfiable one with a 416
+    problem document instead of Starlette's plain-text 400 and 416 (see the module
+    docstring)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the file; see the class docstring for what differs from FileResponse."""
+        asked = Headers(scope=scope).get("range")
+        if asked is not None and not valid_byte_ranges(asked):
+            kept = [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]
+            scope = {**scope, "headers": kept}
+        unsatisfiable: dict[str, str] = {}
+
+        async def problem_on_416(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 416:
+                headers = Headers(raw=message["headers"])
+                unsatisfiable["content-range"] = headers.get("content-range", "bytes */0")
+                return
+            if not unsatisfiable:
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                size = unsatisfiable["content-range"].rpartition("/")[2]
+                await problem_response(
+                    Request(scope),
+                    status=416,
+                    title="Range Not Satisfiable",
+                    detail=f"range {asked!r} is outside the clip of {size} bytes",
+                    headers={"Content-Range": unsatisfiable["content-range"]},
+                )(scope, receive, send)
+
+        await super().__call__(scope, receive, problem_on_416)
+
+
 def _clip_response(clip: ClipFile) -> FileResponse:
-    # FileResponse answers Range requests (206) itself, so players can seek.
-    return FileResponse(
+    return ClipResponse(
         clip.path,
         media_type="video/mp4",
         filename=f"{clip.camera}-{clip.start:.3f}-{clip.end:.3f}.mp4",
@@ -222,7 +292,12 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
 
     @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
     def health() -> HealthView:
-        """Liveness of the index, cameras and disk."""
+        """Health of the index, cameras and disk. ``status`` is ``ok`` only when every
+        enabled camera is connected, no gap is open or just ended, and the disk is above the
+        emergency guard's floor; otherwise ``degraded``, with ``reasons``. Both answer
+        **200**: the API itself works, and a monitor reads ``status`` (an HTTP error would
+        hide the reasons, and a load balancer would take a working API out of service). An
+        index that does not answer is a 503 problem."""
         return queries.health()
 
 

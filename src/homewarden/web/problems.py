@@ -9,13 +9,32 @@ parses one error shape::
      "detail": "no camera named 'garage'", "instance": "/api/cameras/garage"}
 
 ``type`` is an absolute URI under this API that resolves to the problem type's description
-(RFC 9457 section 3.1.1 recommends absolute, dereferenceable type URIs); errors without a
-HomeWarden type use ``about:blank`` with the HTTP reason phrase as title (section 4.2.1).
+(RFC 9457 section 3.1.1 recommends absolute, dereferenceable type URIs) - for every class of
+the tree, listed in the table or not; errors without a HomeWarden type use ``about:blank``
+with the HTTP reason phrase as title (section 4.2.1).
+
+Two choices worth stating:
+
+- The audit log's :class:`VerificationError` family (``log-tampered``, ``invalid-proof``,
+  ``invalid-signature``, ``verification``) is a **500**: the server's own evidence failed its
+  integrity check. It is not a conflict the client could resolve by changing its request
+  (what RFC 9110 section 15.5.10 reserves 409 for), nor an outage a retry cures (503). The
+  type says which check failed; a ``log-tampered`` problem also carries ``first_bad_index``
+  and ``bad_range`` (RFC 9457 section 3.2 extension members), and ``homewarden audit verify``
+  locates the damage. Footage is never served past such a failure.
+- Footage that is not served because its access cannot be written to the audit log is a
+  **503** of type ``audit-unavailable`` (the database refused the entry; retry later), not a
+  bare ``database`` problem, so a client learns why it got no footage.
+
+An error nobody handled is logged once - one line naming the request and the error, then
+the traceback without the web framework's frames - and answered with a plain 500 problem;
+it is not handed on to the server, which would log it a second time.
 """
 
 from __future__ import annotations
 
 import logging
+import types
 from http import HTTPStatus
 from typing import Any
 
@@ -24,20 +43,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homewarden.errors import (
+    AuditUnavailableError,
     ClipError,
     ConfigError,
     CorruptSegmentError,
     DatabaseError,
     FootageUnavailableError,
     HomeWardenError,
+    InvalidProofError,
     InvalidRequestError,
+    InvalidSignatureError,
+    LogTamperedError,
     MediaError,
     NotFoundError,
     PermissionDeniedError,
     SourceError,
     StorageError,
+    VerificationError,
 )
 
 log = logging.getLogger(__name__)
@@ -54,14 +79,28 @@ STATUS_BY_ERROR: dict[type[HomeWardenError], tuple[int, str]] = {
     StorageError: (503, "Storage unavailable"),
     CorruptSegmentError: (500, "Corrupt segment"),
     DatabaseError: (503, "Database unavailable"),
+    AuditUnavailableError: (503, "Audit log unavailable: footage not served"),
     MediaError: (500, "Media error"),
     SourceError: (502, "Camera source error"),
     ClipError: (500, "Clip cannot be composed"),
     FootageUnavailableError: (503, "Footage unavailable"),
+    # 500, not 409 or 503: see the module docstring.
+    VerificationError: (500, "Verification failed"),
+    InvalidProofError: (500, "Invalid proof"),
+    InvalidSignatureError: (500, "Invalid signature"),
+    LogTamperedError: (500, "Audit log tampered"),
 }
 
-#: Problem types by code (the tail of the ``type`` URI), for the documentation route.
-PROBLEM_TYPES: dict[str, type[HomeWardenError]] = {cls.code: cls for cls in STATUS_BY_ERROR}
+
+def _error_classes(root: type[HomeWardenError]) -> list[type[HomeWardenError]]:
+    return [root, *(c for sub in root.__subclasses__() for c in _error_classes(sub))]
+
+
+#: Problem types by code (the tail of the ``type`` URI), for the documentation route: every
+#: class of the tree, so every ``type`` a response carries resolves.
+PROBLEM_TYPES: dict[str, type[HomeWardenError]] = {
+    cls.code: cls for cls in _error_classes(HomeWardenError)
+}
 
 
 class Problem(BaseModel):
@@ -86,9 +125,10 @@ class ProblemType(BaseModel):
     description: str
 
 
-def status_for(exc: HomeWardenError) -> tuple[int, str]:
-    """HTTP status and title for ``exc``: its nearest class in :data:`STATUS_BY_ERROR`."""
-    for cls in type(exc).__mro__:
+def status_for(exc: HomeWardenError | type[HomeWardenError]) -> tuple[int, str]:
+    """HTTP status and title for ``exc`` (an error or its class): its nearest class in
+    :data:`STATUS_BY_ERROR`."""
+    for cls in (exc if isinstance(exc, type) else type(exc)).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return STATUS_BY_ERROR[HomeWardenError]
@@ -99,7 +139,7 @@ def problem_type(code: str) -> ProblemType | None:
     cls = PROBLEM_TYPES.get(code)
     if cls is None:
         return None
-    status, title = STATUS_BY_ERROR[cls]
+    status, title = status_for(cls)
     doc = (cls.__doc__ or title).strip().splitlines()[0]
     return ProblemType(code=code, title=title, status=status, description=doc)
 
@@ -136,12 +176,19 @@ async def _homewarden_error(request: Request, exc: Exception) -> JSONResponse:
     status, title = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
+    extra: dict[str, Any] | None = None
+    if isinstance(exc, LogTamperedError):
+        extra = {
+            "first_bad_index": exc.first_bad_index,
+            "bad_range": list(exc.bad_range) if exc.bad_range is not None else None,
+        }
     return problem_response(
         request,
         status=status,
         title=title,
         detail=str(exc) or title,
         type_=_type_uri(request, exc.code),
+        extra=extra,
     )
 
 
@@ -175,11 +222,79 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
-    return problem_response(
-        request, status=500, title="Internal error", detail="an unexpected error occurred"
+#: Packages whose frames say nothing about where an unexpected error came from: the web
+#: framework and the async plumbing between the server and a route.
+_FRAMEWORK_PACKAGES = frozenset({"starlette", "fastapi", "anyio", "asyncio", "concurrent"})
+
+
+def _own_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """``tb`` without the frames of :data:`_FRAMEWORK_PACKAGES` (the innermost frame is kept
+    even when it is the framework's, so the raising line is never lost)."""
+    frames: list[types.TracebackType] = []
+    while tb is not None:
+        frames.append(tb)
+        tb = tb.tb_next
+    kept = [
+        f
+        for i, f in enumerate(frames)
+        if i == len(frames) - 1
+        or str(f.tb_frame.f_globals.get("__name__", "")).split(".")[0] not in _FRAMEWORK_PACKAGES
+    ]
+    out: types.TracebackType | None = None
+    for f in reversed(kept):
+        out = types.TracebackType(out, f.tb_frame, f.tb_lasti, f.tb_lineno)
+    return out
+
+
+def log_unexpected(method: str, path: str, exc: BaseException) -> None:
+    """Log an error nobody handled: one line, then the traceback without framework frames."""
+    log.error(
+        "%s %s failed unexpectedly: %s: %s",
+        method,
+        path,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, _own_frames(exc.__traceback__)),
     )
+
+
+class UnexpectedErrorMiddleware:
+    """ASGI middleware answering any exception that escaped the handlers with a 500 problem,
+    logged once by :func:`log_unexpected`.
+
+    Starlette's own last-resort handler re-raises after answering (so servers and test
+    clients see the error), and uvicorn then logs the whole traceback again. This middleware
+    sits inside it and does not re-raise. When the response has already started (a file
+    failing mid-stream) no problem can be sent; the error is logged and the response left
+    incomplete, which the server ends by closing the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # the last resort: every error is answered
+            request = Request(scope)
+            log_unexpected(request.method, request.url.path, exc)
+            if started:
+                return
+            response = problem_response(
+                request, status=500, title="Internal error", detail="an unexpected error occurred"
+            )
+            await response(scope, receive, send)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -187,7 +302,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HomeWardenError, _homewarden_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(UnexpectedErrorMiddleware)
 
 
 #: OpenAPI ``responses`` entry shared by every route.

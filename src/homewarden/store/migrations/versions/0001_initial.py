@@ -19,6 +19,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # JSON on SQLite, JSONB on PostgreSQL, as in homewarden.store.models.JsonList.
+# Every table is ``sqlite_autoincrement`` (models._NEVER_REUSE_IDS): an id once used is never
+# handed out again, even after every row is deleted.
 _json_list = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
@@ -35,6 +37,7 @@ def upgrade() -> None:
         sa.Column("motion_score", sa.Double(), nullable=False),
         sa.Column("path", sa.String(512), nullable=False),
         sa.UniqueConstraint("path", name="uq_segments_path"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_segments_camera_start", "segments", ["camera", "start"])
 
@@ -46,6 +49,7 @@ def upgrade() -> None:
         sa.Column("end", sa.Double(), nullable=True),
         sa.Column("reason", sa.String(64), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_gaps_camera_start", "gaps", ["camera", "start"])
 
@@ -59,6 +63,7 @@ def upgrade() -> None:
         sa.Column("peak_score", sa.Double(), nullable=False),
         sa.Column("zones", _json_list, nullable=False),
         sa.Column("snapshot_path", sa.String(512), nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_events_camera_start", "events", ["camera", "start"])
     op.create_index("ix_events_start", "events", ["start"])
@@ -72,6 +77,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("expires_at", sa.Double(), nullable=True),
+        sqlite_autoincrement=True,
     )
 
 

@@ -1,0 +1,271 @@
+"""Recorder worker processes on real footage: bikes.mp4 played as paced ``file:`` cameras,
+recorded by spawned worker processes into a real index (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homewarden.config import Settings, load_settings
+from homewarden.errors import ConfigError
+from homewarden.services.recorder import NOT_RECORDING
+from homewarden.services.recorder_group import ThreadRecorderGroup
+from homewarden.services.runtime import Runtime
+from homewarden.store.index import Index
+from homewarden.store.lockfile import LOCK_NAME, DataDirLock
+from homewarden.store.records import SegmentRecord
+from homewarden.web.app import create_app
+from homewarden.workers.camera_worker import (
+    RecorderProcessPool,
+    process_count,
+    recorder_pool,
+    split_cameras,
+)
+from tests.segment_files import require_bikes
+
+#: Seconds a test waits for workers to come up (a spawned interpreter imports PyAV, NumPy,
+#: SQLAlchemy...) and connect, on a loaded 2-core machine.
+UP_TIMEOUT = 40.0
+
+
+@pytest.fixture(autouse=True)
+def _no_homewarden_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the test only (the workers inherit this environment too)."""
+    for key in list(os.environ):
+        if key.upper().startswith("HOMEWARDEN_"):
+            monkeypatch.delenv(key)
+
+
+def _settings(data: Path, database_url: str, names: list[str], processes: int | None) -> Settings:
+    bikes = require_bikes()
+    cam = {"url": f"file:{bikes}", "loop": True, "segment_seconds": 2}
+    return Settings(
+        data_dir=data,
+        database_url=database_url,
+        api={"host": "127.0.0.1", "port": 0},
+        cameras={name: cam for name in names},
+        recorder={"processes": processes},
+    )
+
+
+def _wait(what: str, ok: Callable[[], bool], timeout: float = UP_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _recorder_children() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name.startswith("recorder-")]
+
+
+def _assert_index_and_disk_agree(index: Index, media: Path) -> None:
+    on_disk = {p.relative_to(media).as_posix() for p in media.rglob("*.mp4")}
+    assert on_disk == {s.path for s in index.segments()}
+    assert not list(media.rglob("*.part"))
+
+
+def _open_files(pid: int) -> set[Path]:
+    fds = Path(f"/proc/{pid}/fd")
+    return {Path(os.readlink(fds / fd)) for fd in os.listdir(fds)}
+
+
+def _contiguous(segments: list[SegmentRecord]) -> bool:
+    return all(abs(b.start - a.end) <= 1e-6 for a, b in itertools.pairwise(segments))
+
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+def test_cameras_are_dealt_round_robin_over_at_most_one_process_each() -> None:
+    names = [f"c{i}" for i in range(5)]
+    assert split_cameras(names, 2) == [["c0", "c2", "c4"], ["c1", "c3"]]
+    assert split_cameras(names, 8) == [[n] for n in names]
+    assert split_cameras(names, 1) == [names]
+    assert split_cameras([], 4) == []
+
+
+def test_processes_default_to_the_cpu_count_and_are_validated(tmp_path: Path) -> None:
+    assert process_count(Settings(data_dir=tmp_path)) == (os.cpu_count() or 1)
+    assert process_count(Settings(data_dir=tmp_path, recorder={"processes": 3})) == 3
+    config = tmp_path / "bad.toml"
+    config.write_text("[recorder]\nprocesses = 0\n")
+    with pytest.raises(ConfigError, match=r"recorder\.processes"):
+        load_settings(config)
+
+
+def test_one_process_or_one_camera_records_on_threads(tmp_path: Path) -> None:
+    index = Index(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        one_process = _settings(tmp_path, db, ["a", "b"], processes=1)
+        one_camera = _settings(tmp_path, db, ["a"], processes=4)
+        assert isinstance(recorder_pool(one_process, index), ThreadRecorderGroup)
+        assert isinstance(recorder_pool(one_camera, index), ThreadRecorderGroup)
+        pool = recorder_pool(_settings(tmp_path, db, ["a", "b", "c"], processes=8), index)
+        assert isinstance(pool, RecorderProcessPool)
+        assert pool.processes == 3  # never more processes than cameras
+        assert sorted(itertools.chain(*(pool.cameras_of(i) for i in (1, 2, 3)))) == [
+            "a",
+            "b",
+            "c",
+        ]
+    finally:
+        index.close()
+
+
+# -- real worker processes -------------------------------------------------------------------
+
+
+def _api_cameras(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    assert runtime.address is not None
+    with urllib.request.urlopen(f"{runtime.address.url}/api/cameras", timeout=5) as resp:
+        return {c["name"]: c for c in json.load(resp)}
+
+
+def test_workers_record_and_their_status_and_logs_reach_the_parent(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # before the pool reads the level its workers send at
+    settings = _settings(tmp_path / "data", database_url, ["a", "b", "c"], processes=2)
+    # homewarden run's composition: the API over two recorder worker processes.
+    runtime = Runtime(settings, app_factory=create_app, recorder_pool_factory=recorder_pool)
+    runtime.start()
+    try:
+        # (1) two worker processes, not this one, each holding the data dir lock with us.
+        children = _recorder_children()
+        assert sorted(p.name for p in children) == ["recorder-1", "recorder-2"]
+        assert os.getpid() not in {p.pid for p in children}
+        lock_file = (settings.data_dir / LOCK_NAME).resolve()
+        for child in children:
+            assert child.pid is not None
+            assert lock_file in _open_files(child.pid)
+        # (2) every camera's live status, sent by its worker, reaches the parent and the API.
+        _wait(
+            "every camera connected with a segment written",
+            lambda: all(
+                c["connected"] and (c["segments_written"] or 0) >= 1
+                for c in _api_cameras(runtime).values()
+            ),
+        )
+        cams = _api_cameras(runtime)
+        assert sorted(cams) == ["a", "b", "c"]
+        for cam in cams.values():
+            assert cam["state"] == "connected"
+            assert cam["fps"] == pytest.approx(25, rel=0.3)
+            assert cam["last_packet_at"] == pytest.approx(time.time(), abs=3)
+        written = {name: runtime.statuses()[name].segments_written for name in cams}
+    finally:
+        # (3) stop: every worker finishes its segment in progress and exits.
+        runtime.stop()
+    assert not _recorder_children()
+    DataDirLock.acquire(settings.data_dir).release()  # nobody holds the data dir any more
+    # (4) the workers' log records reached the parent's log, named for their process.
+    started = {
+        (r.processName, r.getMessage())
+        for r in caplog.records
+        if "(recorder process" in r.getMessage() and r.getMessage().startswith("camera ")
+    }
+    assert started == {
+        ("recorder-1", "camera a started (recorder process 1)"),
+        ("recorder-1", "camera c started (recorder process 1)"),
+        ("recorder-2", "camera b started (recorder process 2)"),
+    }
+    index = Index(database_url)
+    try:
+        _assert_index_and_disk_agree(index, settings.media_dir)
+        for name in cams:
+            segments = index.segments(name)
+            assert len(segments) > written[name]  # the segment in progress was finished
+            assert _contiguous(segments)
+            assert not index.gaps(camera=name)
+    finally:
+        index.close()
+
+
+def test_a_killed_worker_is_restarted_and_its_cameras_resume(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = _settings(tmp_path / "data", database_url, ["a", "b"], processes=2)
+    settings.data_dir.mkdir(parents=True)
+    index = Index(database_url)
+    index.migrate()
+    pool = recorder_pool(settings, index)
+    assert isinstance(pool, RecorderProcessPool)
+    assert pool.cameras_of(1) == ["a"]
+    pool.start()
+    try:
+        _wait(
+            "both cameras recording",
+            lambda: all(
+                st.state == "connected" and st.segments_written >= 1
+                for st in pool.statuses().values()
+            ),
+        )
+        victim = pool.pids()[1]
+        assert victim is not None
+        # (1) kill -9 worker 1 (camera a) in the middle of a segment.
+        killed_at = time.time()
+        os.kill(victim, signal.SIGKILL)
+        _wait("camera a shown down", lambda: pool.statuses()["a"].state == "reconnecting", 10)
+        down = pool.statuses()["a"]
+        assert down.last_error == "recorder process was killed by SIGKILL"
+        assert down.next_retry_at is not None
+        assert pool.statuses()["b"].state == "connected"  # the other worker never noticed
+        # (2) it is restarted (after 1 s of back-off) and camera a records again.
+        _wait(
+            "camera a recording again",
+            lambda: (
+                pool.statuses()["a"].state == "connected"
+                and bool(index.segments("a", since=killed_at + 1.0))
+            ),
+        )
+        restarted = pool.pids()[1]
+        assert restarted is not None
+        assert restarted != victim
+        assert pool.restarts == 1
+    finally:
+        pool.stop(15.0)
+    try:
+        assert not _recorder_children()
+        assert any(
+            "recorder process 1" in r.getMessage() and "killed by SIGKILL" in r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.ERROR
+        )
+        _assert_index_and_disk_agree(index, settings.media_dir)
+        # (3) camera a: what was written before the kill is kept, the outage is one gap from
+        # the end of that footage to the restarted recorder's first frame.
+        segments = index.segments("a")
+        before = [s for s in segments if s.start < killed_at]
+        after = [s for s in segments if s.start >= killed_at]
+        assert before
+        assert after
+        gaps = index.gaps(camera="a")
+        assert len(gaps) == 1
+        gap = gaps[0]
+        assert gap.end is not None
+        assert gap.reason == NOT_RECORDING  # the restarted recorder's own account of it
+        assert gap.start == pytest.approx(before[-1].end, abs=1e-3)
+        assert gap.end == pytest.approx(after[0].start, abs=1e-3)
+        assert gap.end - gap.start < 15.0
+        assert _contiguous(before)
+        assert _contiguous(after)
+        # (4) camera b, in the other worker, recorded on without a hole.
+        assert _contiguous(index.segments("b"))
+        assert not index.gaps(camera="b")
+    finally:
+        index.close()
