@@ -55,10 +55,15 @@ class DataDirLock:
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                who = f"process {holder}" if holder is not None else "another process"
+                if holder is None:
+                    who = f"another process holds {path}"
+                elif _alive(holder):
+                    who = f"process {holder} holds {path}"
+                else:  # its recorder worker processes, which share the lock, still finish
+                    who = f"process {holder} has exited, its recorder processes still hold {path}"
                 raise StorageError(
-                    f"data dir {data_dir} is in use by another HomeWarden recorder ({who} holds "
-                    f"{path}); stop it first, or give this one another --data-dir"
+                    f"data dir {data_dir} is in use by another HomeWarden recorder ({who}); "
+                    "stop it first, or give this one another --data-dir"
                 ) from exc
             raise StorageError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         try:
@@ -94,6 +99,17 @@ class DataDirLock:
             with contextlib.suppress(OSError):  # the lock goes with the descriptor anyway
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """True if a process ``pid`` exists (it may belong to another user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

@@ -217,7 +217,6 @@ class _Worker:
         self.started_at = 0.0  # monotonic
         self.backoff = RESTART_FIRST
         self.restart_at: float | None = None  # monotonic time of a scheduled restart
-        self.starts = 0
         self.last_pid: int | None = None
 
     @property
@@ -295,7 +294,7 @@ class RecorderProcessPool:
             )
             for i, share in enumerate(split_cameras(list(self._cameras), processes))
         ]
-        self._lock = threading.Lock()  # statuses, spawning vs stopping
+        self._lock = threading.RLock()  # statuses; spawning vs stopping
         self._statuses: dict[str, CameraStatus] = {
             name: _initial_status(name, cam) for name, cam in self._cameras.items()
         }
@@ -407,7 +406,6 @@ class RecorderProcessPool:
             w.last_pid = process.pid
             w.started_at = time.monotonic()
             w.restart_at = None
-            w.starts += 1
         log.info("%s started", w.describe())
 
     def _watch(self) -> None:
@@ -519,12 +517,10 @@ class RecorderProcessPool:
         """Reconcile the dead worker's cameras (only theirs), then start it again."""
         w.restart_at = None
         if self._index is not None:
-            try:
-                report = reconcile(self._index, self._media_dir, cameras=list(w.spec.cameras))
+            try:  # what it repaired, reconcile logs itself
+                reconcile(self._index, self._media_dir, cameras=list(w.spec.cameras))
             except HomeWardenError as exc:
                 log.error("%s: cannot reconcile its cameras: %s", w.describe(), exc)
-            else:
-                log.info("%s: its cameras reconciled: %s", w.describe(), report)
         self._restarts += 1
         self._spawn(w)
 
@@ -602,7 +598,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, lock: _InheritedFd | None = 
     Sends ``("status", {camera: CameraStatus})`` every ``spec.status_interval`` s and
     ``("log", LogRecord)`` for each record at or above ``spec.log_level`` over ``conn``.
     ``lock``: this worker's duplicate of the data dir lock, held until it exits.
-    Exits 0 after a clean stop, 1 when the index cannot be opened (logged).
+    Exits 0 after a clean stop, 1 when the index cannot be opened or a bug ends it (logged).
     """
     stop = threading.Event()
 
@@ -645,6 +641,9 @@ def worker_main(spec: WorkerSpec, conn: Connection, lock: _InheritedFd | None = 
                 break
     except HomeWardenError as exc:
         log.error("recorder process %d cannot record: %s", spec.number, exc)
+        code = 1
+    except Exception:  # a bug: into the parent's log, then exit for a restart
+        log.exception("recorder process %d crashed", spec.number)
         code = 1
     finally:
         stop_recorders(recorders, spec.stop_timeout)
