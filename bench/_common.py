@@ -32,6 +32,7 @@ from av.video.stream import VideoStream
 from numpy.typing import NDArray
 
 from homewarden.errors import FootageUnavailableError, MediaError
+from homewarden.media.transcode import is_cached, write_sidecar
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,7 +204,7 @@ def make_motion_clip(
         "noise_sigma": noise_sigma,
         "seed": seed,
     }
-    if _cached(dst, params):
+    if is_cached(dst, params):
         return dst
     width, height = size
     bursts = layout.bursts()
@@ -227,7 +228,7 @@ def make_motion_clip(
             noise = bank[int(rng.integers(len(bank)))]
             noisy[:height] = np.clip(planes[:height].astype(np.int16) + noise, 0, 255)
             writer.write(VideoFrame.from_ndarray(noisy, format="yuv420p"))
-    _write_sidecar(dst, params)
+    write_sidecar(dst, params)
     return dst
 
 
@@ -258,7 +259,7 @@ def rotate_clip(src: Path, dst: Path, keyframes: int) -> Path:
         "src_mtime_ns": src.stat().st_mtime_ns,
         "keyframes": keyframes,
     }
-    if _cached(dst, params):
+    if is_cached(dst, params):
         return dst
     part = dst.with_name(f"{dst.name}.{os.getpid()}.part")
     try:
@@ -284,7 +285,7 @@ def rotate_clip(src: Path, dst: Path, keyframes: int) -> Path:
     except (av.error.FFmpegError, OSError) as exc:
         part.unlink(missing_ok=True)
         raise MediaError(f"cannot rotate {src} into {dst}: {exc}") from exc
-    _write_sidecar(dst, params)
+    write_sidecar(dst, params)
     return dst
 
 
@@ -429,25 +430,6 @@ class _H264Writer:
             raise MediaError(f"{self._dst}: cannot finish: {exc}") from exc
         finally:
             self._part.unlink(missing_ok=True)
-
-
-def _sidecar(dst: Path) -> Path:
-    return dst.with_name(dst.name + ".json")
-
-
-def _cached(dst: Path, params: dict[str, object]) -> bool:
-    try:
-        recorded = json.loads(_sidecar(dst).read_text())
-    except (OSError, ValueError):
-        return False
-    return dst.is_file() and bool(recorded == json.loads(json.dumps(params)))
-
-
-def _write_sidecar(dst: Path, params: dict[str, object]) -> None:
-    side = _sidecar(dst)
-    part = side.with_name(f"{side.name}.{os.getpid()}.part")
-    part.write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-    part.replace(side)
 
 
 # --------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def transcode_to_h264(
         fps=fps,
         duration=duration,
     )
-    if _cached(dst, params):
+    if is_cached(dst, params):
         return dst
     with _open_input(src) as (container, stream):
         out_fps = _fraction(fps) if fps is not None else _stream_rate(stream)
@@ -113,7 +113,7 @@ def transcode_to_h264(
         with _H264Writer(dst, out_w, out_h, out_fps, gop_seconds, progress, total) as writer:
             for frame in _resampled(container, stream, out_fps, duration):
                 writer.write(frame)
-    _write_sidecar(dst, params)
+    write_sidecar(dst, params)
     return dst
 
 
@@ -160,7 +160,7 @@ def make_still_motion_still_clip(
         height=height,
         fps=fps,
     )
-    if _cached(dst, params):
+    if is_cached(dst, params):
         return dst
     with _open_input(footage) as (container, stream):
         out_fps = _fraction(fps) if fps is not None else _stream_rate(stream)
@@ -184,7 +184,7 @@ def make_still_motion_still_clip(
                 )
             for _ in range(still_n):
                 writer.write(last)
-    _write_sidecar(dst, params)
+    write_sidecar(dst, params)
     return dst
 
 
@@ -231,7 +231,7 @@ def make_quiet_720p_clip(
         seed=seed,
         gop_seconds=gop_seconds,
     )
-    if _cached(dst, params):
+    if is_cached(dst, params):
         return dst
     out_w, out_h = QUIET_CLIP_SIZE
     out_fps = Fraction(QUIET_CLIP_FPS)
@@ -253,7 +253,7 @@ def make_quiet_720p_clip(
             noise = bank[int(rng.integers(len(bank)))]
             planes[:out_h] = np.clip(luma + noise, 0, 255).astype(np.uint8)
             writer.write(VideoFrame.from_ndarray(planes, format="yuv420p"))
-    _write_sidecar(dst, params)
+    write_sidecar(dst, params)
     return dst
 
 
@@ -497,8 +497,9 @@ def _sidecar(dst: Path) -> Path:
     return dst.with_name(dst.name + ".json")
 
 
-def _cached(dst: Path, params: dict[str, object]) -> bool:
-    """True when ``dst`` exists and its sidecar records exactly ``params``."""
+def is_cached(dst: Path, params: dict[str, object]) -> bool:
+    """True when ``dst`` exists and its ``<dst>.json`` sidecar records exactly ``params``
+    (JSON-normalised), i.e. a derived media file need not be made again."""
     try:
         recorded = json.loads(_sidecar(dst).read_text())
     except (OSError, ValueError):
@@ -506,7 +507,12 @@ def _cached(dst: Path, params: dict[str, object]) -> bool:
     return dst.is_file() and bool(recorded == json.loads(json.dumps(params)))
 
 
-def _write_sidecar(dst: Path, params: dict[str, object]) -> None:
+def write_sidecar(dst: Path, params: dict[str, object]) -> None:
+    """Record ``params`` as what ``dst`` was made from (``<dst>.json``, written atomically).
+
+    Raises:
+        MediaError: the sidecar cannot be written.
+    """
     side = _sidecar(dst)
     part = side.with_name(f"{side.name}.{os.getpid()}.part")
     try:
