@@ -144,6 +144,17 @@ class CameraSettings(_Strict):
     zones: dict[str, Polygon] = Field(default_factory=dict)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     person_detector: bool = False
+    household: str | None = Field(
+        default=None,
+        description="household the camera belongs to (default: the deployment's household)",
+    )
+
+    @field_validator("household")
+    @classmethod
+    def _household_id(cls, v: str | None) -> str | None:
+        if v is not None and not _is_name(v):
+            raise _invalid(f"household {v!r} may hold only letters, digits, - and _")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -163,25 +174,52 @@ class CameraSettings(_Strict):
 
 
 class ApiSettings(_Strict):
-    """Where the JSON API listens. Until accounts exist only loopback addresses are allowed."""
+    """Where the web app and JSON API listen.
+
+    ``host`` may be any local address: every route needs an account. On a non-loopback
+    address without TLS in front, ``homewarden run`` warns (cookies and passwords would cross
+    the network in the clear). ``trusted_proxies``: addresses of a TLS-terminating reverse
+    proxy whose ``X-Forwarded-For``/``X-Forwarded-Proto`` headers are believed (then cookies
+    are ``Secure``). ``public_url``: the address users type (for setup links and push
+    notifications); default ``http://<host>:<port>``.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    public_url: str | None = None
 
     @field_validator("host")
     @classmethod
-    def _loopback_only(cls, v: str) -> str:
+    def _ip_or_localhost(cls, v: str) -> str:
         if v != "localhost":
             try:
-                addr = ipaddress.ip_address(v)
+                ipaddress.ip_address(v)
             except ValueError as exc:
                 raise ValueError(f"api host must be an IP address or localhost, not {v!r}") from exc
-            if not addr.is_loopback:
-                raise ValueError(
-                    f"api host {v} is not loopback; until accounts exist the API only binds "
-                    "to 127.0.0.1, ::1 or localhost"
-                )
         return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted proxy {item!r} is not an IP address or network") from exc
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return None if v is None else v.rstrip("/")
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the API binds only to a loopback address."""
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
 
 
 class StorageSettings(_Strict):
@@ -253,6 +291,12 @@ class Settings(BaseSettings):
             if not name or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(f"camera name {name!r} may hold only letters, digits, - and _")
         return v
+
+    def camera_household(self, camera: str) -> str:
+        """The household of configured ``camera`` (its own setting, else :attr:`household`);
+        a camera known only from the index belongs to the deployment's household."""
+        cam = self.cameras.get(camera)
+        return self.household if cam is None or cam.household is None else cam.household
 
     @property
     def media_dir(self) -> Path:

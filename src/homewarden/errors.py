@@ -12,6 +12,8 @@ problem documents in one place (``homewarden.web.problems``).
     ├── NotFoundError                no such camera / segment / event / footage in a span
     ├── InvalidRequestError          a caller's input is malformed (bad time range, bad cursor)
     ├── PermissionDeniedError        the caller lacks the permission a route declares
+    ├── AuthenticationError          no, wrong or expired credentials (password, TOTP, link)
+    │   └── TooManyAttemptsError     too many failed logins: try again after ``retry_after``
     ├── StorageError                 disk full, unwritable data dir, missing segment file
     │   └── CorruptSegmentError      a segment file does not parse or decode
     ├── DatabaseError                the index cannot be opened or migrated
@@ -64,6 +66,22 @@ class PermissionDeniedError(HomeWardenError):
     """The caller lacks the permission a route or use-case declares."""
 
     code = "permission-denied"
+
+
+class AuthenticationError(HomeWardenError):
+    """The caller is not signed in, or presented wrong or expired credentials."""
+
+    code = "authentication"
+
+
+class TooManyAttemptsError(AuthenticationError):
+    """Too many failed logins (SP 800-63B 5.2.2 throttling); ``retry_after`` is seconds."""
+
+    code = "too-many-attempts"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageError(HomeWardenError):

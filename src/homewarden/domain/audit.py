@@ -46,14 +46,44 @@ MAX_NAME = 200
 class AuditTag(StrEnum):
     """Every action the audit log records: ``source:subject:action``, sorted.
 
-    Only actions HomeWarden performs today are listed; disclosure requests, exports, grants,
-    notices and logins add theirs when they exist.
+    Only actions HomeWarden performs today are listed; disclosure requests, exports and
+    notices add theirs when they exist.
     """
 
+    #: A member was granted a camera.
+    ACCOUNT_CAMERA_GRANT = "account:camera:grant"
+    #: A member's camera grant was withdrawn.
+    ACCOUNT_CAMERA_REVOKE = "account:camera:revoke"
+    #: A user changed their password or second factor.
+    ACCOUNT_CREDENTIAL_CHANGE = "account:credential:change"
+    #: An owner granted staff support time-limited access to the household's footage.
+    ACCOUNT_SUPPORT_GRANT = "account:support:grant"
+    #: An owner ended a support grant before it expired.
+    ACCOUNT_SUPPORT_REVOKE = "account:support:revoke"
+    #: An API token was issued to a user.
+    ACCOUNT_TOKEN_CREATE = "account:token:create"  # noqa: S105 (an audit tag)
+    #: An API token was revoked.
+    ACCOUNT_TOKEN_REVOKE = "account:token:revoke"  # noqa: S105 (an audit tag)
+    #: A user account was created.
+    ACCOUNT_USER_CREATE = "account:user:create"
+    #: A user account was disabled.
+    ACCOUNT_USER_DISABLE = "account:user:disable"
+    #: A user account was re-enabled (or unlocked after a lockout).
+    ACCOUNT_USER_ENABLE = "account:user:enable"
+    #: A login failed (wrong password, wrong TOTP code, locked, disabled, unknown user).
+    AUTH_LOGIN_FAIL = "auth:login:fail"
+    #: A login succeeded (password and, where enrolled, TOTP).
+    AUTH_LOGIN_SUCCEED = "auth:login:succeed"
     #: A clip of footage was composed and handed out (API ``clip.mp4``, CLI ``clip``).
     FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
+    #: A live view of a camera was opened.
+    FOOTAGE_LIVE_VIEW = "footage:live:view"
+    #: Recorded footage was played back in the browser (a playback span).
+    FOOTAGE_PLAYBACK_VIEW = "footage:playback:view"
     #: An event's snapshot image was served.
     FOOTAGE_SNAPSHOT_VIEW = "footage:snapshot:view"
+    #: A setting was changed (camera enabled/disabled, notification preferences, ...).
+    SETTING_CHANGE = "setting:value:change"
     #: The audit log's signing key was generated (first run).
     SYSTEM_KEY_CREATE = "system:key:create"
     #: The audit log's signing key was replaced; the old public key is kept.
@@ -91,6 +121,9 @@ class Actor:
         """
         if principal.kind is PrincipalKind.LOCAL_OPERATOR:
             return cls(ActorKind.LOCAL_OPERATOR, principal.client_host or "unknown")
+        if principal.kind is PrincipalKind.USER and principal.user_id is not None:
+            staff = principal.role is not None and principal.role.is_staff
+            return cls(ActorKind.STAFF if staff else ActorKind.USER, str(principal.user_id))
         raise InvalidRequestError(f"a {principal.kind} caller is never served footage")
 
     def to_json(self) -> dict[str, Any]:

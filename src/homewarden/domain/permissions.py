@@ -1,73 +1,181 @@
-"""Permissions and the one deny-by-default decision about them. Pure.
+"""Roles, permissions and the deny-by-default decisions about them. Pure.
 
 Permissions are spelled ``scope:resource:action`` and kept sorted, after pypi/warehouse
 (``warehouse/authnz/_permissions.py``). Who holds which permission is one table,
-:data:`GRANTS`, consulted by :func:`is_allowed`; anything the table does not grant is denied
-(warehouse's ``utils/security_policy.py`` habit).
+:data:`GRANTS`, keyed by :class:`Role`, consulted by :func:`is_allowed`; anything the table
+does not grant is denied (warehouse's ``utils/security_policy.py`` habit). Anonymous callers
+hold only :data:`ANONYMOUS_GRANTS` (the login page, static assets, the public report).
 
-Until accounts arrive (the web-app issue) there is exactly one principal that holds anything:
-the local operator, i.e. a client connecting from a loopback address (DESIGN.md: "until then
-the API binds only to loopback"). Every other client is anonymous and holds nothing.
+Holding a footage permission is necessary, not sufficient: which cameras a caller may see is
+a second, per-resource decision, :func:`camera_access` (DESIGN.md "The people who use it"):
+
+- an owner sees every camera of their household;
+- a member sees only the cameras the owner granted them;
+- staff support sees a household's cameras only while an owner-made support grant lasts;
+- legal reviewers and custodians see no footage here (only a fulfilled request's package);
+- nobody sees across households: a camera of another household is "not found", so that ids
+  and names of other households cannot be probed.
+
+``LOCAL_OPERATOR`` is the person at the machine's own shell (the CLI); the web layer never
+makes one from a network peer.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from homewarden.errors import PermissionDeniedError
+from homewarden.errors import NotFoundError, PermissionDeniedError
 
 
 class Permission(StrEnum):
     """Every permission a route or use-case can declare: ``scope:resource:action``, sorted."""
 
+    ACCOUNTS_SELF_MANAGE = "accounts:self:manage"
+    ACCOUNTS_SESSION_CREATE = "accounts:session:create"
+    ACCOUNTS_SUPPORT_GRANT_MANAGE = "accounts:support-grant:manage"
+    ACCOUNTS_USER_MANAGE = "accounts:user:manage"
+    AUDIT_ACCESS_LOG_READ = "audit:access-log:read"
+    CAMERAS_CAMERA_MANAGE = "cameras:camera:manage"
     CAMERAS_CAMERA_READ = "cameras:camera:read"
     CAMERAS_STATUS_READ = "cameras:status:read"
     EVENTS_EVENT_READ = "events:event:read"
     FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
+    FOOTAGE_LIVE_VIEW = "footage:live:view"
     FOOTAGE_RECORDING_READ = "footage:recording:read"
     FOOTAGE_SNAPSHOT_READ = "footage:snapshot:read"
+    NOTIFY_PUSH_MANAGE = "notify:push:manage"
     SYSTEM_HEALTH_READ = "system:health:read"
     SYSTEM_OPENAPI_READ = "system:openapi:read"
+    SYSTEM_PUBLIC_READ = "system:public:read"
+
+
+class Role(StrEnum):
+    """A user's role (DESIGN.md "The people who use it"). Requesters arrive with the
+    disclosure issue."""
+
+    OWNER = "owner"
+    MEMBER = "member"
+    SUPPORT = "support"
+    LEGAL_REVIEWER = "legal_reviewer"
+    CUSTODIAN = "custodian"
+
+    @property
+    def is_staff(self) -> bool:
+        """Staff of the deployment (not of a household): support, legal reviewer, custodian."""
+        return self in STAFF_ROLES
+
+
+#: Roles that belong to the deployment, not to a household; they must use TOTP.
+STAFF_ROLES = frozenset({Role.SUPPORT, Role.LEGAL_REVIEWER, Role.CUSTODIAN})
 
 
 class PrincipalKind(StrEnum):
-    """Who is asking. Accounts (owner, member, staff, requester) arrive with the web-app issue."""
+    """Who is asking."""
 
     ANONYMOUS = "anonymous"
+    USER = "user"
     LOCAL_OPERATOR = "local_operator"
+
+
+@dataclass(frozen=True, slots=True)
+class SupportGrant:
+    """An owner's time-limited grant letting staff support see a household's footage.
+
+    ``expires_at``: UTC epoch seconds; the grant is in force while ``now < expires_at``.
+    """
+
+    id: int
+    household: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The caller of a route or use-case.
 
-    ``client_host`` is the peer address as the transport saw it (an IP literal), or None when
-    unknown (then the principal can only be anonymous).
+    Attributes:
+        kind: anonymous, a signed-in user, or the local operator (CLI).
+        client_host: the peer address as the transport saw it (an IP literal), or None.
+        user_id, username, role: the account (None unless ``kind`` is USER).
+        household: the user's household id (None for staff).
+        cameras: for a member, the camera names the owner granted; None for other roles.
+        support_grants: for staff support, the grants in force when the principal was built.
+        via_token: True when authenticated by an API token rather than a session cookie.
     """
 
     kind: PrincipalKind
-    client_host: str | None
+    client_host: str | None = None
+    user_id: int | None = None
+    username: str | None = None
+    role: Role | None = None
+    household: str | None = None
+    cameras: frozenset[str] | None = None
+    support_grants: tuple[SupportGrant, ...] = ()
+    via_token: bool = False
 
+    @classmethod
+    def anonymous(cls, client_host: str | None = None) -> Principal:
+        """A caller that presented no (valid) credentials."""
+        return cls(PrincipalKind.ANONYMOUS, client_host)
+
+
+_VIEWER = frozenset(
+    {
+        Permission.ACCOUNTS_SELF_MANAGE,
+        Permission.CAMERAS_CAMERA_READ,
+        Permission.CAMERAS_STATUS_READ,
+        Permission.EVENTS_EVENT_READ,
+        Permission.FOOTAGE_CLIP_DOWNLOAD,
+        Permission.FOOTAGE_LIVE_VIEW,
+        Permission.FOOTAGE_RECORDING_READ,
+        Permission.FOOTAGE_SNAPSHOT_READ,
+        Permission.NOTIFY_PUSH_MANAGE,
+        Permission.SYSTEM_OPENAPI_READ,
+    }
+)
+_STAFF = frozenset(
+    {
+        Permission.ACCOUNTS_SELF_MANAGE,
+        Permission.SYSTEM_HEALTH_READ,
+        Permission.SYSTEM_OPENAPI_READ,
+    }
+)
+
+#: What anyone may do, signed in or not.
+ANONYMOUS_GRANTS = frozenset({Permission.ACCOUNTS_SESSION_CREATE, Permission.SYSTEM_PUBLIC_READ})
 
 #: Deny-by-default grant table. A permission added to :class:`Permission` is held by nobody
-#: until it is written here on purpose.
-GRANTS: dict[PrincipalKind, frozenset[Permission]] = {
-    PrincipalKind.ANONYMOUS: frozenset(),
-    PrincipalKind.LOCAL_OPERATOR: frozenset(
-        {
-            Permission.CAMERAS_CAMERA_READ,
-            Permission.CAMERAS_STATUS_READ,
-            Permission.EVENTS_EVENT_READ,
-            Permission.FOOTAGE_CLIP_DOWNLOAD,
-            Permission.FOOTAGE_RECORDING_READ,
-            Permission.FOOTAGE_SNAPSHOT_READ,
-            Permission.SYSTEM_HEALTH_READ,
-            Permission.SYSTEM_OPENAPI_READ,
-        }
-    ),
+#: until it is written here on purpose. Footage permissions of support are usable only under
+#: a support grant (:func:`camera_access`).
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.OWNER: _VIEWER
+    | {
+        Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE,
+        Permission.ACCOUNTS_USER_MANAGE,
+        Permission.AUDIT_ACCESS_LOG_READ,
+        Permission.CAMERAS_CAMERA_MANAGE,
+        Permission.SYSTEM_HEALTH_READ,
+    },
+    Role.MEMBER: _VIEWER,
+    Role.SUPPORT: _STAFF
+    | {
+        Permission.CAMERAS_CAMERA_READ,
+        Permission.CAMERAS_STATUS_READ,
+        Permission.EVENTS_EVENT_READ,
+        Permission.FOOTAGE_CLIP_DOWNLOAD,
+        Permission.FOOTAGE_LIVE_VIEW,
+        Permission.FOOTAGE_RECORDING_READ,
+        Permission.FOOTAGE_SNAPSHOT_READ,
+    },
+    Role.LEGAL_REVIEWER: _STAFF,
+    Role.CUSTODIAN: _STAFF,
 }
+
+#: The local operator at the machine's shell may do what an owner may.
+LOCAL_OPERATOR_GRANTS = GRANTS[Role.OWNER]
 
 
 def is_loopback(host: str | None) -> bool:
@@ -87,26 +195,25 @@ def is_loopback(host: str | None) -> bool:
     return addr.is_loopback
 
 
-def principal_for_client(host: str | None) -> Principal:
-    """The principal behind a connection from ``host`` (the peer's IP literal, or None)."""
-    kind = PrincipalKind.LOCAL_OPERATOR if is_loopback(host) else PrincipalKind.ANONYMOUS
-    return Principal(kind=kind, client_host=host)
+def held_permissions(principal: Principal) -> frozenset[Permission]:
+    """Every permission ``principal`` holds (deny by default)."""
+    held = set(ANONYMOUS_GRANTS)
+    if principal.kind is PrincipalKind.USER and principal.role is not None:
+        held |= GRANTS.get(principal.role, frozenset())
+    elif principal.kind is PrincipalKind.LOCAL_OPERATOR:
+        held |= LOCAL_OPERATOR_GRANTS
+    return frozenset(held)
 
 
 def is_allowed(principal: Principal, permission: Permission | str) -> bool:
-    """Whether ``principal`` holds ``permission``. Deny by default.
-
-    Allowed only when the permission is a known :class:`Permission`, the principal's kind
-    grants it in :data:`GRANTS`, and — for the local operator — the client really is on a
-    loopback address (a forged kind on a remote address is still denied).
-    """
+    """Whether ``principal`` holds ``permission``: a known :class:`Permission` that its role
+    (or :data:`ANONYMOUS_GRANTS`) grants. A user principal without a role holds only what
+    anonymous callers hold."""
     try:
         perm = Permission(permission)
     except ValueError:
         return False
-    if principal.kind is PrincipalKind.LOCAL_OPERATOR and not is_loopback(principal.client_host):
-        return False
-    return perm in GRANTS.get(principal.kind, frozenset())
+    return perm in held_permissions(principal)
 
 
 def check_permission(principal: Principal, permission: Permission | str) -> None:
@@ -116,7 +223,71 @@ def check_permission(principal: Principal, permission: Permission | str) -> None
         PermissionDeniedError: the permission is not held; the message names it.
     """
     if not is_allowed(principal, permission):
+        who = principal.role or principal.kind
+        raise PermissionDeniedError(f"{permission} is not granted to {who} callers")
+
+
+class CameraAccess(StrEnum):
+    """On what ground a principal may see a camera (written into audit entries)."""
+
+    OWNER = "owner"
+    MEMBER_GRANT = "member_grant"
+    SUPPORT_GRANT = "support_grant"
+    LOCAL_OPERATOR = "local_operator"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The ground for seeing one camera; ``support_grant`` is the grant id when used."""
+
+    ground: CameraAccess
+    support_grant: int | None = None
+
+
+def camera_access(principal: Principal, household: str, camera: str, now: float) -> Access:
+    """Decide whether ``principal`` may see footage of ``camera`` of ``household`` at ``now``
+    (UTC epoch seconds). See the module docstring for the rules.
+
+    Raises:
+        NotFoundError: the camera belongs to another household than the caller's (so other
+            households cannot be probed), or the caller is anonymous.
+        PermissionDeniedError: a member without a grant for the camera; staff support without
+            a support grant in force; legal reviewers and custodians.
+    """
+    if principal.kind is PrincipalKind.LOCAL_OPERATOR:
+        return Access(CameraAccess.LOCAL_OPERATOR)
+    if principal.kind is not PrincipalKind.USER or principal.role is None:
+        raise NotFoundError(f"no camera {camera!r}")
+    role = principal.role
+    if role is Role.SUPPORT:
+        for grant in principal.support_grants:
+            if grant.household == household and now < grant.expires_at:
+                return Access(CameraAccess.SUPPORT_GRANT, grant.id)
         raise PermissionDeniedError(
-            f"{permission} is not granted to {principal.kind} clients"
-            + (f" ({principal.client_host})" if principal.client_host else "")
+            f"staff support sees footage of household {household!r} only under a support "
+            "grant from its owner, and none is in force"
         )
+    if role.is_staff:
+        raise PermissionDeniedError(f"{role} staff see no footage outside a fulfilled request")
+    if principal.household != household:
+        raise NotFoundError(f"no camera {camera!r}")
+    if role is Role.OWNER:
+        return Access(CameraAccess.OWNER)
+    if principal.cameras is not None and camera in principal.cameras:
+        return Access(CameraAccess.MEMBER_GRANT)
+    raise PermissionDeniedError(f"the owner has not granted you camera {camera!r}")
+
+
+def visible_cameras(
+    principal: Principal, camera_households: Mapping[str, str], now: float
+) -> frozenset[str]:
+    """The cameras of ``camera_households`` (camera name -> household id) that ``principal``
+    may see at ``now`` (see :func:`camera_access`)."""
+    seen: set[str] = set()
+    for camera, household in camera_households.items():
+        try:
+            camera_access(principal, household, camera, now)
+        except (NotFoundError, PermissionDeniedError):
+            continue
+        seen.add(camera)
+    return frozenset(seen)

@@ -280,8 +280,12 @@ class AuditLog:
         event: int | None = None,
         request: str | None = None,
         key: str | None = None,
+        household: str | None = None,
     ) -> Appended:
         """Append an entry and return once it is durably stored.
+
+        ``household`` is the household the entry concerns (default: the deployment's own,
+        as opened).
 
         Group commit: callers appending at the same time (API threads) are written in one
         transaction by whichever of them arrives first, so they share one fsync; each returns
@@ -302,7 +306,7 @@ class AuditLog:
         except ValueError:
             raise InvalidRequestError(f"{action!r} is not an audit tag") from None
         subject = Subject(
-            household=self._household,
+            household=self._household if household is None else household,
             camera=camera,
             start_ms=None if start is None else epoch_ms(start, rounding="floor"),
             end_ms=None if end is None else epoch_ms(end, rounding="ceil"),

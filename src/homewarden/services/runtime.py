@@ -2,15 +2,18 @@
 
 :class:`Runtime` is what ``homewarden run`` (and ``demo``) start. In order, :meth:`Runtime.start`
 
-1. binds the API socket - on a loopback address only (config checks this, and so does the
-   bind, after name resolution, since accounts do not exist yet; DESIGN.md / issue 2);
+1. binds the API socket; on a non-loopback address without a trusted TLS proxy it warns
+   that passwords and cookies would cross the network in the clear, and says how to put TLS
+   in front;
 2. takes the data dir's lock (:class:`~homewarden.store.lockfile.DataDirLock`, held until
    :meth:`Runtime.stop`): a second recorder on the same data dir is refused here, before its
    reconciliation could take the first one's segment in progress for a crash leftover;
 3. opens the index at ``settings.db_url``, migrates it and reconciles it with the media dir;
 4. opens the audit log (:class:`~homewarden.services.audit.AuditLog`; its signing key is
    generated at first run) and starts the tree-head loop (a signed tree head at once, then
-   every ``audit.sth_interval`` s when the log grew, and a last one at stop);
+   every ``audit.sth_interval`` s when the log grew, and a last one at stop); opens the
+   accounts (:class:`~homewarden.services.accounts.AccountService`): at first run the owner
+   account is created and a one-time setup link logged (:attr:`Runtime.setup_link`);
 5. starts the cameras' recorders: a :class:`~homewarden.services.recorder_group.RecorderGroup`
    built by ``recorder_pool_factory`` (the CLI passes recorder worker processes,
    :func:`homewarden.workers.camera_worker.recorder_pool`), or by default one
@@ -19,8 +22,8 @@
 7. serves the API with uvicorn on the bound socket in a thread.
 
 The web and workers layers sit above services, so the API app and the recorder pool are handed
-in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`; without
-one, no API is served).
+in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`, which
+gets an :class:`AppContext`; without one, no API is served).
 
 :meth:`Runtime.stop` undoes it in reverse order of importance: recorders first (each finishes
 its segment in progress), then the API, then the retention loop, then the tree-head loop
@@ -45,8 +48,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from homewarden.config import Settings
-from homewarden.domain.permissions import is_loopback
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
+from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
@@ -84,26 +87,23 @@ class ApiAddress:
 
 
 def bind_api_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port), loopback only.
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
 
-    ``host`` may be an IP literal or a name; a name is resolved and every address it resolves
-    to must be loopback. The bound address is checked again after ``bind``.
+    ``host`` may be an IP literal or a name (the first address it resolves to is bound).
+    Every route needs an account, so any address may be bound; the runtime warns about plain
+    HTTP on a non-loopback one.
 
     Raises:
-        ConfigError: ``host`` is (or resolves to) a non-loopback address, does not resolve,
-            or the port cannot be bound (in use, not permitted).
+        ConfigError: ``host`` does not resolve, or the port cannot be bound (in use, not
+            permitted, not a local address).
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise ConfigError(f"api.host {host!r} does not resolve: {exc}") from exc
     addresses = [info for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    bad = sorted({str(info[4][0]) for info in addresses if not is_loopback(str(info[4][0]))})
-    if not addresses or bad:
-        raise ConfigError(
-            f"refusing to serve the API on {host} ({', '.join(bad) or 'no address'}): until "
-            "accounts exist the API binds only to a loopback address (127.0.0.1, ::1, localhost)"
-        )
+    if not addresses:
+        raise ConfigError(f"api.host {host!r} has no IPv4 or IPv6 address")
     family, type_, proto, _, sockaddr = addresses[0]
     sock = socket.socket(family, type_, proto)
     try:
@@ -113,11 +113,23 @@ def bind_api_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    bound = str(sock.getsockname()[0])
-    if not is_loopback(bound):  # belt and braces: never serve on anything else
-        sock.close()
-        raise ConfigError(f"refusing to serve the API on non-loopback address {bound}")
     return sock
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What the web app is built over: the runtime's open services.
+
+    ``public_url``: where users reach the app (``api.public_url``, else the bound address).
+    """
+
+    settings: Settings
+    index: Index
+    audit: AuditLog
+    queries: Queries
+    accounts: AccountService
+    clock: Callable[[], float]
+    public_url: str
 
 
 class Runtime:
@@ -126,8 +138,8 @@ class Runtime:
     Args:
         settings: validated settings.
         clock: now as UTC epoch seconds (recorders, retention, queries).
-        app_factory: builds the ASGI app of the API over a :class:`Queries`; None runs the
-            recorders and retention without an API.
+        app_factory: builds the ASGI app of the API over an :class:`AppContext`; None runs
+            the recorders and retention without an API.
         recorder_pool_factory: builds the cameras' recorder group over the open index; None
             records every enabled camera on a thread of this process
             (:class:`~homewarden.services.recorder_group.ThreadRecorderGroup`).
@@ -137,7 +149,7 @@ class Runtime:
         self,
         settings: Settings,
         *,
-        app_factory: Callable[[Queries], ASGIApp] | None = None,
+        app_factory: Callable[[AppContext], ASGIApp] | None = None,
         recorder_pool_factory: RecorderGroupFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -153,6 +165,8 @@ class Runtime:
         self._sth_stop = threading.Event()
         self._sth_thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
+        self._accounts: AccountService | None = None
+        self._setup_link: str | None = None
         self._index: Index | None = None
         self._recorders: RecorderGroup | None = None
         self._retention_thread: threading.Thread | None = None
@@ -190,6 +204,29 @@ class Runtime:
         if self._audit is None:
             raise RuntimeError("runtime not started")
         return self._audit
+
+    @property
+    def accounts(self) -> AccountService:
+        """The open account service.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if self._accounts is None:
+            raise RuntimeError("runtime not started")
+        return self._accounts
+
+    @property
+    def setup_link(self) -> str | None:
+        """At first run (the owner has no password yet), the one-time setup link to print;
+        None once the owner can log in, or without an API."""
+        return self._setup_link
+
+    def public_url(self) -> str:
+        """Where users reach the app: ``api.public_url``, else the bound address."""
+        if self.settings.api.public_url:
+            return self.settings.api.public_url
+        return self._address.url if self._address is not None else ""
 
     def statuses(self) -> Mapping[str, CameraStatusLike]:
         """Live status of every running recorder, by camera name."""
@@ -262,6 +299,7 @@ class Runtime:
         self._server = self._server_thread = self._retention_thread = self._sth_thread = None
         self._sock = None
         self._audit = None
+        self._accounts = None
         self._index = None
 
     def run(
@@ -312,6 +350,8 @@ class Runtime:
             log.info("index reconciled with %s: %s", s.media_dir, report)
         self._audit = AuditLog.open(s.db_url, s.keys_dir, household=s.household, clock=self._clock)
         self._audit.ensure_key()
+        self._accounts = AccountService(self._index, self._audit, s, clock=self._clock)
+        secret = self._accounts.bootstrap_owner()
         self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
         self._sth_thread.start()
         self._recorders = self._recorder_pool_factory(s, self._index, self._clock, lock=self._lock)
@@ -321,14 +361,55 @@ class Runtime:
         )
         self._retention_thread.start()
         if self._app_factory is not None:
+            self._warn_if_plain_http()
+            if secret is not None:
+                self._setup_link = f"{self.public_url()}/setup?token={secret}"
+                log.warning("first run: set the owner's password at %s", self._setup_link)
             self._start_api(self._app_factory)
 
-    def _start_api(self, app_factory: Callable[[Queries], ASGIApp]) -> None:
+    def _warn_if_plain_http(self) -> None:
+        api = self.settings.api
+        if api.is_loopback or api.trusted_proxies or (api.public_url or "").startswith("https:"):
+            return
+        log.warning(
+            "serving plain HTTP on %s, a non-loopback address: passwords and session cookies "
+            "cross the network in the clear. Put a TLS reverse proxy in front (Caddy: "
+            "'reverse_proxy %s:%d'; nginx: proxy_pass with X-Forwarded-Proto), list it in "
+            '[api] trusted_proxies and set [api] public_url = "https://..."',
+            api.host,
+            api.host,
+            api.port,
+        )
+
+    def app_context(self) -> AppContext:
+        """The services the web app is built over.
+
+        Raises:
+            RuntimeError: not started.
+        """
+        return AppContext(
+            settings=self.settings,
+            index=self.index,
+            audit=self.audit,
+            queries=self.queries(),
+            accounts=self.accounts,
+            clock=self._clock,
+            public_url=self.public_url(),
+        )
+
+    def _start_api(self, app_factory: Callable[[AppContext], ASGIApp]) -> None:
         assert self._sock is not None
         assert self._address is not None
-        app = app_factory(self.queries())
+        app = app_factory(self.app_context())
+        proxies = self.settings.api.trusted_proxies
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", log_level="warning"
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            log_level="warning",
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=",".join(proxies) if proxies else None,
         )
         server = uvicorn.Server(config)
         self._server = server

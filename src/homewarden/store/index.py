@@ -25,7 +25,7 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,16 @@ class Index:
     def close(self) -> None:
         """Close every pooled connection. The index must not be used afterwards."""
         self._engine.dispose()
+
+    def transaction(self, action: str) -> AbstractContextManager[Session]:
+        """One short transaction for another store over this index's engine (commits on
+        success). ``action`` names what it does, for error messages.
+
+        Raises:
+            InvalidRequestError: a constraint was violated (a duplicate, a missing parent).
+            DatabaseError: the database failed.
+        """
+        return self._session(action)
 
     @contextmanager
     def _session(self, action: str) -> Iterator[Session]:

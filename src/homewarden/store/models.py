@@ -13,8 +13,10 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Double,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -164,3 +166,170 @@ class AuditStateRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(BigInteger)
+
+
+# accounts (migration 0003)
+
+
+class HouseholdRow(Base):
+    """A household: the people and cameras one owner answers for."""
+
+    __tablename__ = "households"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class UserRow(Base):
+    """An account. ``household_id`` is NULL for staff. ``password_hash`` is a libsodium
+    Argon2id string (NULL until the one-time setup link is used). ``totp_secret`` is base32
+    (RFC 4226/6238), ``totp_last_step`` the last accepted time step (a code is never accepted
+    twice). ``failed_logins``: failed logins since the last successful one."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("username", name="uq_users_username"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(String(32))
+    household_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("households.id"), nullable=True
+    )
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class SessionRow(Base):
+    """A server-side login session. ``id`` is the SHA-256 (hex) of the cookie's secret, so a
+    database reader cannot ride a session. ``stage`` is ``mfa`` between password and TOTP,
+    ``full`` once signed in."""
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(16))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    last_seen: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    client_host: Mapped[str] = mapped_column(String(64), default="")
+
+
+class ApiTokenRow(Base):
+    """An API token for scripts: only its SHA-256 (hex) is kept; ``prefix`` (the first
+    characters) lets a user tell tokens apart."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_hash"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    last_used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class CameraGrantRow(Base):
+    """The owner let member ``user_id`` see ``camera``."""
+
+    __tablename__ = "camera_grants"
+
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    granted_by: Mapped[int] = mapped_column(Integer)
+    granted_at: Mapped[float] = mapped_column(Double)
+
+
+class SupportGrantRow(Base):
+    """The owner ``granted_by`` let staff support see ``household_id``'s footage until
+    ``expires_at`` (UTC epoch seconds) or until revoked."""
+
+    __tablename__ = "support_grants"
+    __table_args__ = (Index("ix_support_grants_household", "household_id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    granted_by: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    revoked_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class SetupLinkRow(Base):
+    """A one-time link that lets ``user_id`` choose a password; SHA-256 (hex) of its secret."""
+
+    __tablename__ = "setup_links"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    used_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class LoginThrottleRow(Base):
+    """Failed logins per client address (``key`` = ``ip:<address>``) in the current window."""
+
+    __tablename__ = "login_throttle"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[float] = mapped_column(Double)
+
+
+class PushSubscriptionRow(Base):
+    """A browser's Web Push subscription (W3C Push API): the push service ``endpoint`` URL and
+    the client's P-256 public key and auth secret (base64url), RFC 8291."""
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (UniqueConstraint("endpoint", name="uq_push_endpoint"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    p256dh: Mapped[str] = mapped_column(String(255))
+    auth: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[float] = mapped_column(Double)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class NotifyPrefsRow(Base):
+    """A user's notification settings. ``cameras``/``labels``/``zones``: NULL means all;
+    quiet hours are minutes of the day in ``timezone`` (IANA name); start == end means none."""
+
+    __tablename__ = "notify_prefs"
+
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    cameras: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    labels: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    zones: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    quiet_start: Mapped[int] = mapped_column(Integer, default=0)
+    quiet_end: Mapped[int] = mapped_column(Integer, default=0)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+
+
+class NotifyCursorRow(Base):
+    """The one row (id 1): the newest event id the push notifier has handled."""
+
+    __tablename__ = "notify_cursor"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_notify_cursor_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)

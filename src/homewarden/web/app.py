@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
@@ -48,17 +48,17 @@ from homewarden.services.queries import (
     parse_span,
     parse_time,
 )
-from homewarden.web.deps import caller, requires, undeclared_routes
+from homewarden.services.runtime import AppContext
+from homewarden.web import auth_routes, live, pages, push_routes
+from homewarden.web.deps import caller, undeclared_routes
 from homewarden.web.problems import (
     PROBLEM_MEDIA_TYPE,
-    PROBLEM_RESPONSES,
     ProblemType,
     install_problem_handlers,
     problem_response,
     problem_type,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
+from homewarden.web.routing import F, gated
 
 OPENAPI_URL = "/api/openapi.json"
 
@@ -148,16 +148,7 @@ def _clip_response(clip: ClipFile) -> FileResponse:
 
 
 def _get(app: FastAPI, path: str, *permissions: Permission, **kwargs: Any) -> Callable[[F], F]:
-    """``app.get`` for a route gated by ``permissions``; they are also listed in the route's
-    OpenAPI operation as ``x-permissions``."""
-    responses = {**PROBLEM_RESPONSES, **kwargs.pop("responses", {})}
-    return app.get(
-        path,
-        dependencies=[requires(*permissions)],
-        openapi_extra={"x-permissions": sorted(permissions)},
-        responses=responses,
-        **kwargs,
-    )
+    return gated(app, "GET", path, *permissions, **kwargs)
 
 
 def _add_api_routes(app: FastAPI, queries: Queries) -> None:
@@ -333,8 +324,8 @@ def _serve_problems_in_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(queries: Queries) -> FastAPI:
-    """Build the JSON API over ``queries``.
+def create_app(ctx: AppContext) -> FastAPI:
+    """Build the web app and JSON API over the runtime's services ``ctx``.
 
     OpenAPI is served at ``/api/openapi.json`` (gated by ``system:openapi:read``); each
     operation lists its permissions as ``x-permissions``. There is no Swagger UI page: FastAPI's
@@ -351,8 +342,14 @@ def create_app(queries: Queries) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.state.accounts = ctx.accounts
+    app.state.ctx = ctx
     install_problem_handlers(app)
-    _add_api_routes(app, queries)
+    _add_api_routes(app, ctx.queries)
+    auth_routes.add_routes(app, ctx)
+    live.add_routes(app, ctx)
+    push_routes.add_routes(app, ctx)
+    pages.add_routes(app, ctx)
     _add_docs_routes(app)
     _serve_problems_in_openapi(app)
     missing = undeclared_routes(app)

@@ -34,6 +34,7 @@ it is not handed on to the server, which would log it a second time.
 from __future__ import annotations
 
 import logging
+import math
 import types
 from http import HTTPStatus
 from typing import Any
@@ -47,6 +48,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homewarden.errors import (
     AuditUnavailableError,
+    AuthenticationError,
     ClipError,
     ConfigError,
     CorruptSegmentError,
@@ -62,6 +64,7 @@ from homewarden.errors import (
     PermissionDeniedError,
     SourceError,
     StorageError,
+    TooManyAttemptsError,
     VerificationError,
 )
 
@@ -76,6 +79,8 @@ STATUS_BY_ERROR: dict[type[HomeWardenError], tuple[int, str]] = {
     NotFoundError: (404, "Not found"),
     InvalidRequestError: (422, "Invalid request"),
     PermissionDeniedError: (403, "Permission denied"),
+    AuthenticationError: (401, "Not signed in"),
+    TooManyAttemptsError: (429, "Too many attempts"),
     StorageError: (503, "Storage unavailable"),
     CorruptSegmentError: (500, "Corrupt segment"),
     DatabaseError: (503, "Database unavailable"),
@@ -182,6 +187,13 @@ async def _homewarden_error(request: Request, exc: Exception) -> JSONResponse:
             "first_bad_index": exc.first_bad_index,
             "bad_range": list(exc.bad_range) if exc.bad_range is not None else None,
         }
+    headers: dict[str, str] | None = None
+    if isinstance(exc, TooManyAttemptsError):
+        # RFC 6585 section 4: a 429 MAY carry Retry-After (RFC 9110 10.2.3, seconds).
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    elif isinstance(exc, AuthenticationError):
+        # RFC 9110 15.5.2: a 401 carries WWW-Authenticate; scripts use Bearer API tokens.
+        headers = {"WWW-Authenticate": 'Bearer realm="homewarden"'}
     return problem_response(
         request,
         status=status,
@@ -189,6 +201,7 @@ async def _homewarden_error(request: Request, exc: Exception) -> JSONResponse:
         detail=str(exc) or title,
         type_=_type_uri(request, exc.code),
         extra=extra,
+        headers=headers,
     )
 
 
