@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -17,6 +18,7 @@ from homewarden.config import CameraSettings
 from homewarden.detect.person import HogPersonDetector
 from homewarden.errors import StorageError
 from homewarden.media import frames
+from homewarden.media.h264 import picture_count
 from homewarden.services.recorder import CameraRecorder, segment_relpath
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment
@@ -354,3 +356,26 @@ def test_failed_first_attempt_accounts_from_the_earlier_footage(
     assert gaps[-1].end == t + pause
     for a, b in itertools.pairwise(gaps):
         assert a.end == b.start
+
+
+def test_rtsp_first_segment_holds_one_picture_per_packet(
+    tmp_path: Path, index: Index, rtsp_server: Any, vtest_h264: Path
+) -> None:
+    """Regression: FFmpeg's RTSP depacketiser merged the stream's first IDR picture with the
+    next picture into one packet; segments starting with it did not play in Chromium
+    ("Failed to send video packet"). Every packet of every segment holds one picture."""
+    server = rtsp_server(vtest_h264)
+    rec = recorder(
+        tmp_path, index, "rtsp", url=server.url, segment_seconds=2, motion={"enabled": False}
+    )
+    rec.start()
+    try:
+        assert wait_for(lambda: len(index.segments(camera="rtsp")) >= 2, 30)
+    finally:
+        assert rec.stop(10)
+    segs = index.segments(camera="rtsp")
+    for seg in segs:
+        with av.open(str(tmp_path / "media" / seg.path)) as c:
+            packets = [p for p in c.demux(video=0) if p.size]
+        assert packets[0].is_keyframe
+        assert {picture_count(bytes(p)) for p in packets} == {1}, seg.path

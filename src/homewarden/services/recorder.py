@@ -58,6 +58,7 @@ from homewarden.errors import (
     UnsupportedStreamError,
 )
 from homewarden.media.frames import Decoder, scaled_size, to_bgr, to_jpeg, to_small_gray
+from homewarden.media.h264 import picture_count
 from homewarden.media.segment_writer import SegmentWriter
 from homewarden.media.source import Source, open_source
 from homewarden.store.index import Index
@@ -536,6 +537,7 @@ class _Connection:
         self.source = source
         self.vindex = source.video.index
         self.vtb = float(source.video_time_base)
+        self.h264 = source.video.codec_context.name == "h264"
         self.atb = float(source.audio_time_base) if source.audio_time_base is not None else 0.0
         rate = source.video.average_rate
         self.frame_s = 1.0 / float(rate) if rate else 0.0  # fallback packet duration
@@ -647,6 +649,11 @@ class _Connection:
         self.win_frames += 1
         if key:
             if self.writer is None:
+                if self.h264 and picture_count(bytes(pkt)) > 1:
+                    # Two pictures merged in one packet (RTSP start): browsers refuse to
+                    # decode it, so the segment starts at the next clean keyframe.
+                    log.debug("camera %s: keyframe packet holds two pictures", rec.name)
+                    return
                 self._open_segment(t)
             elif t - self.seg_start >= rec.cam.segment_seconds:
                 self._close_segment(t)
