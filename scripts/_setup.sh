@@ -5,6 +5,9 @@
 #                    when pyproject.toml and the interpreter are unchanged since the last install
 #                    (a hash stamp kept inside .venv)
 #   hw_gst_missing   print the Debian GStreamer packages (DESIGN.md, "test camera") not installed
+#   hw_test_debs_missing
+#                    print the Debian packages the tests need (GStreamer, and Chromium for the
+#                    end-to-end tests) that are not installed
 #   hw_install_debs  apt-get install the given packages (root + apt-get only; else returns 1)
 
 HW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +21,11 @@ HW_GST_DEBS=(
   gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+)
+# Debian's Chromium for the end-to-end tests (tests/e2e, Playwright drives /usr/bin/chromium;
+# never a browser download such as `playwright install`).
+HW_BROWSER_DEBS=(
+  chromium
 )
 
 hw_log() { printf '[setup] %s\n' "$*" >&2; }
@@ -66,14 +74,19 @@ PY
   echo "$want" >"$HW_STAMP"
 }
 
-hw_gst_missing() {
+# hw_debs_missing PKG...: print those of PKG... that dpkg does not hold installed.
+hw_debs_missing() {
   local pkg missing=()
-  for pkg in "${HW_GST_DEBS[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
       || missing+=("$pkg")
   done
   echo "${missing[*]}"
 }
+
+hw_gst_missing() { hw_debs_missing "${HW_GST_DEBS[@]}"; }
+
+hw_test_debs_missing() { hw_debs_missing "${HW_GST_DEBS[@]}" "${HW_BROWSER_DEBS[@]}"; }
 
 hw_install_debs() {
   [ "$#" -gt 0 ] || return 0

@@ -6,6 +6,13 @@ ISO 8601 (without an offset: UTC). Any :class:`HomeWardenError` ends the command
 line on stderr and exit code 2, never a traceback - except a failed ``audit verify``, which
 exits 1 (the check ran, and the log did not pass).
 
+``homewarden user ...`` manages accounts at the machine's shell (the local operator):
+``add`` prints a one-time setup link, ``list``, ``disable``/``enable``, ``unlock`` (clear a
+login lockout) and ``setup-link`` (a new link, for a forgotten password).
+
+``homewarden cameras`` asks a running API for live status with the API token in
+``HOMEWARDEN_API_TOKEN``; without one (or when no API answers) it shows config and index facts.
+
 ``homewarden audit ...`` works on the tamper-evident audit log and prints JSON: ``verify``
 recomputes it and checks every signed tree head, ``proof`` prints an entry's inclusion proof
 with the signed head it verifies against, ``sth`` signs (if the log grew) and prints the
@@ -40,6 +47,7 @@ from homewarden.config import CameraSettings, Settings, load_settings
 from homewarden.crypto.signing import SignedTreeHead
 from homewarden.detect.models import fetch_person_model
 from homewarden.domain.audit import Actor, ActorKind
+from homewarden.domain.permissions import Role
 from homewarden.errors import (
     FootageUnavailableError,
     HomeWardenError,
@@ -50,8 +58,15 @@ from homewarden.errors import (
     VerificationError,
 )
 from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
+from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
-from homewarden.services.demo import fetch_footage, find_local_footage, prepare_demo_clip
+from homewarden.services.demo import (
+    DemoOwner,
+    ensure_demo_owner,
+    fetch_footage,
+    find_local_footage,
+    prepare_demo_clip,
+)
 from homewarden.services.queries import Queries, parse_time, redact_url
 from homewarden.services.runtime import ApiAddress, Runtime
 from homewarden.store.index import Index
@@ -64,6 +79,8 @@ EXIT_ERROR = 2
 EXIT_VERIFY_FAILED = 1
 #: Seconds the ``cameras`` command waits for a running API before using the index alone.
 LIVE_STATUS_TIMEOUT = 2.0
+#: Environment variable holding an API token (``hw_...``) for commands that ask the API.
+TOKEN_ENV = "HOMEWARDEN_API_TOKEN"  # noqa: S105 (a variable name, not a secret)
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -92,6 +109,8 @@ models_app = typer.Typer(cls=_Group, help="Detector models.", no_args_is_help=Tr
 audit_app = typer.Typer(
     cls=_Group, help="The tamper-evident audit log (prints JSON).", no_args_is_help=True
 )
+user_app = typer.Typer(cls=_Group, help="Accounts (at this machine's shell).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(audit_app, name="audit")
@@ -216,17 +235,37 @@ def _time(value: str | None, name: str) -> float | None:
     return None if value is None else parse_time(value, name=name)
 
 
-def _announce(settings: Settings, address: ApiAddress | None) -> None:
+def _announce(runtime: Runtime, address: ApiAddress | None, demo: DemoOwner | None) -> None:
+    settings = runtime.settings
     if address is not None:
-        out.print(f"API listening on {address.url}  (OpenAPI: {address.url}/api/openapi.json)")
+        url = runtime.public_url()
+        out.print(f"Web app at {url}/  (API: {url}/api, OpenAPI: {url}/api/openapi.json)")
     out.print(f"Data in {settings.data_dir.resolve()}  (segments under media/, index, snapshots/)")
     cams = ", ".join(settings.cameras) or "none"
     out.print(f"Cameras: {cams}")
+    if runtime.setup_link is not None:
+        out.print(
+            Text(f"First run: set the owner's password at {runtime.setup_link}", style="bold")
+        )
+    if demo is not None and address is not None:
+        if demo.password is not None:
+            out.print(
+                Text(
+                    f"Log in at {runtime.public_url()}/login as {demo.username!r} with password "
+                    f"{demo.password}  (shown once; no second factor)",
+                    style="bold green",
+                )
+            )
+        else:
+            out.print(
+                f"Log in at {runtime.public_url()}/login as {demo.username!r} with the password "
+                "set earlier (forgotten? `homewarden user setup-link owner`)"
+            )
 
 
-def _run_runtime(settings: Settings, duration: float | None) -> None:
+def _run_runtime(settings: Settings, duration: float | None, demo: DemoOwner | None = None) -> None:
     runtime = Runtime(settings, app_factory=create_app, recorder_pool_factory=recorder_pool)
-    runtime.run(duration=duration, on_ready=lambda addr: _announce(settings, addr))
+    runtime.run(duration=duration, on_ready=lambda addr: _announce(runtime, addr, demo))
     out.print("Stopped.")
 
 
@@ -283,6 +322,8 @@ def demo(
             f"footage {source_path} does not exist; pass --footage PATH to a video file"
         )
     out.print(f"Using {origin}")
+    with _accounts(settings) as accounts:
+        owner = ensure_demo_owner(accounts)
     with _progress() as progress:
         task = progress.add_task("Transcoding to H.264 (GOP 2 s)", total=1.0)
         clip = prepare_demo_clip(
@@ -294,13 +335,13 @@ def demo(
         with RtspTestServer(clip) as server:
             out.print(f"Serving {clip.name} over RTSP at {server.url} (in a loop)")
             cam = CameraSettings(url=server.url)
-            _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration)
+            _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration, owner)
     else:
         out.print(
             f"GStreamer RTSP server unavailable ({reason}); playing the clip as a file camera"
         )
         cam = CameraSettings(url=f"file:{clip.resolve()}", loop=True)
-        _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration)
+        _run_runtime(settings.model_copy(update={"cameras": {"demo": cam}}), duration, owner)
 
 
 def _progress() -> Progress:
@@ -318,33 +359,41 @@ def _progress() -> Progress:
 # read commands
 
 
-def _live_cameras(settings: Settings) -> list[dict[str, Any]] | None:
-    """Camera status from a running API at ``settings.api``, or None if none answers."""
+def _live_cameras(settings: Settings, token: str) -> tuple[list[dict[str, Any]] | None, str]:
+    """Camera status from a running API at ``settings.api`` asked with API ``token``, or
+    None and why not (no API answers, or it refused the token)."""
     if settings.api.port == 0:
-        return None
+        return None, "no API port configured"
     address = ApiAddress(settings.api.host, settings.api.port)
+    request = urllib.request.Request(  # noqa: S310 - a fixed http:// URL of our own API
+        f"{address.url}/api/cameras", headers={"Authorization": f"Bearer {token}"}
+    )
     try:
-        with urllib.request.urlopen(  # noqa: S310 - a fixed http:// loopback URL
-            f"{address.url}/api/cameras", timeout=LIVE_STATUS_TIMEOUT
-        ) as resp:
+        with urllib.request.urlopen(request, timeout=LIVE_STATUS_TIMEOUT) as resp:  # noqa: S310
             data = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return None, f"the API refused {TOKEN_ENV} ({exc.code})"
     except (urllib.error.URLError, OSError, ValueError):
-        return None
-    return data if isinstance(data, list) else None
+        return None, "no API answered"
+    return (data, "") if isinstance(data, list) else (None, "the API answered nonsense")
 
 
 @app.command()
 def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOpt = False) -> None:
-    """Cameras with live status (from a running API) or config and index facts."""
+    """Cameras with live status (from a running API, with the token in
+    HOMEWARDEN_API_TOKEN) or config and index facts."""
     settings = load_settings(config, data_dir=data_dir)
-    live = _live_cameras(settings)
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    live, why = (None, f"no {TOKEN_ENV} set") if not token else _live_cameras(settings, token)
     if live is not None:
         rows = live
         source = "live status from the running API"
     else:
         with _queries(settings) as q:
             rows = [asdict(c) for c in q.cameras()]
-        source = "no API answered: config and index only"
+        source = f"{why}: config and index only"
+        if not json_:
+            err.print(Text(f"{why}: showing config and index facts, not live status", "yellow"))
     if json_:
         _print_json(rows)
         return
@@ -549,6 +598,160 @@ def clip(
         _print_json(info)
     else:
         out.print(f"Wrote {output}: {result.duration:.2f} s, {_bytes(result.bytes)}")
+
+
+# ------------------------------------------------------------------------------------------
+# users
+
+
+@contextlib.contextmanager
+def _accounts(settings: Settings) -> Iterator[AccountService]:
+    """The account service over the (created and migrated) index of ``settings``."""
+    _setup_logging(False)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {settings.data_dir}: {exc}") from exc
+    index = Index(settings.db_url)
+    try:
+        index.migrate()
+        with _open_audit(settings) as audit:
+            accounts = AccountService(index, audit, settings)
+            accounts.ensure_households()
+            yield accounts
+    finally:
+        index.close()
+
+
+def _setup_url(settings: Settings, secret: str) -> str:
+    """The full one-time setup link: ``api.public_url``, else the API's host and port."""
+    base = settings.api.public_url or ApiAddress(settings.api.host, settings.api.port).url
+    return f"{base.rstrip('/')}/setup?token={secret}"
+
+
+UsernameArg = Annotated[str, typer.Argument(help="Username.")]
+
+
+@user_app.command("add")
+def user_add(
+    username: UsernameArg,
+    role: Annotated[
+        str, typer.Option("--role", help="owner, member, support, legal_reviewer, custodian.")
+    ],
+    household: Annotated[
+        str | None,
+        typer.Option("--household", help="Household (default: the deployment's; none for staff)."),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Create an account and print its one-time setup link (valid 24 h, usable once)."""
+    settings = load_settings(config, data_dir=data_dir)
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise InvalidRequestError(
+            f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}"
+        ) from None
+    home = None if parsed.is_staff else (household or settings.household)
+    with _accounts(settings) as accounts:
+        created = accounts.add_user(username, parsed, home, actor=_cli_actor())
+    assert created.setup_secret is not None
+    where = f" of household {home}" if home else " (staff)"
+    out.print(f"Created {parsed} {created.user.username!r}{where}.")
+    out.print(f"One-time setup link (valid 24 h): {_setup_url(settings, created.setup_secret)}")
+
+
+@user_app.command("list")
+def user_list(
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOpt = False
+) -> None:
+    """Every account (never a password or secret)."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _accounts(settings) as accounts:
+        rows = [
+            {
+                "id": u.id,
+                "username": u.username,
+                "role": u.role,
+                "household": u.household_id,
+                "disabled": u.disabled,
+                "has_password": u.password_hash is not None,
+                "totp": u.totp_secret is not None,
+                "cameras": sorted(accounts.camera_grants(u.id)) if u.role == Role.MEMBER else None,
+            }
+            for u in accounts.users()
+        ]
+    if json_:
+        _print_json(rows)
+        return
+    _table(
+        f"Users ({len(rows)})",
+        ["id", "username", "role", "household", "state", "totp", "cameras"],
+        [
+            [
+                str(r["id"]),
+                str(r["username"]),
+                str(r["role"]),
+                str(r["household"] or "-"),
+                "disabled"
+                if r["disabled"]
+                else ("active" if r["has_password"] else "awaiting setup"),
+                "yes" if r["totp"] else "no",
+                "-" if r["cameras"] is None else ",".join(r["cameras"]) or "none",  # type: ignore[arg-type]
+            ]
+            for r in rows
+        ],
+    )
+
+
+def _set_disabled(
+    username: str, disabled: bool, config: Path | None, data_dir: Path | None
+) -> None:
+    settings = load_settings(config, data_dir=data_dir)
+    with _accounts(settings) as accounts:
+        user = accounts.set_disabled(
+            accounts.user_by_name(username).id, disabled, actor=_cli_actor()
+        )
+    out.print(f"{'Disabled' if disabled else 'Enabled'} {user.username!r}.")
+
+
+@user_app.command("disable")
+def user_disable(
+    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None
+) -> None:
+    """Disable an account: its sessions end and its API tokens stop working."""
+    _set_disabled(username, True, config, data_dir)
+
+
+@user_app.command("enable")
+def user_enable(
+    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None
+) -> None:
+    """Re-enable an account (and clear its login lockouts)."""
+    _set_disabled(username, False, config, data_dir)
+
+
+@user_app.command("unlock")
+def user_unlock(
+    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None
+) -> None:
+    """Clear the login lockouts of an account (after too many failed logins)."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _accounts(settings) as accounts:
+        accounts.unlock(accounts.user_by_name(username).id, actor=_cli_actor())
+    out.print(f"Unlocked {username!r}.")
+
+
+@user_app.command("setup-link")
+def user_setup_link(
+    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None
+) -> None:
+    """Print a new one-time setup link for an account (a forgotten password or phone)."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _accounts(settings) as accounts:
+        secret = accounts.new_setup_link(accounts.user_by_name(username).id, actor=_cli_actor())
+    out.print(f"One-time setup link (valid 24 h): {_setup_url(settings, secret)}")
 
 
 @config_app.command("check")

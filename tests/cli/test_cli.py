@@ -17,15 +17,15 @@ from typer.testing import CliRunner
 from homewarden.cli import app
 from homewarden.config import Settings
 from homewarden.media.rtsp_server import gst_rtsp_available
+from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
-from homewarden.services.queries import Queries
 from homewarden.services.runtime import Runtime
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
+from tests.web.helpers import add_user, make_context, token_client
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2.*")
-    from fastapi.testclient import TestClient
 
 FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
 #: Read commands must not find a live API on the default port of a developer's machine.
@@ -51,6 +51,12 @@ def _no_homewarden_env() -> Iterator[None]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@contextlib.contextmanager
+def _accounts_of(settings: Settings, index: Index) -> Iterator[AccountService]:
+    with AuditLog.open(settings.db_url, settings.keys_dir) as audit:
+        yield AccountService(index, audit, settings)
 
 
 def _error_line(result) -> str:
@@ -102,7 +108,7 @@ def test_config_check_unknown_key_names_its_dotted_path(runner: CliRunner, tmp_p
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
-        ("[api]\nhost = '0.0.0.0'\n", "loopback"),
+        ("[api]\nhost = 'example.com'\n", "api.host"),
         ("[cameras.x]\nurl = 'http://example.invalid/'\n", "cameras.x.url"),
         ("not toml = = 1", "not valid TOML"),
     ],
@@ -149,7 +155,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float
 
 def test_run_records_segments_and_exits_cleanly(recorded: tuple[Path, str, float, float]) -> None:
     data, output, before, after = recorded
-    assert "API listening on http://127.0.0.1:" in output
+    assert "Web app at http://127.0.0.1:" in output
     assert ":0 " not in output  # the real port is reported, not 0
     assert str(data.resolve()) in output
     assert after - before < 30
@@ -250,13 +256,22 @@ def test_read_command_errors_are_one_line_exit_2(
     assert "3600" in _error_line(too_long)
 
 
-def test_run_refuses_a_non_loopback_api(runner: CliRunner, tmp_path: Path) -> None:
-    result = runner.invoke(
-        app, ["run", "--data-dir", str(tmp_path / "d"), "--api", "0.0.0.0:8765", "--duration", "1"]
-    )
-    assert result.exit_code == 2
-    assert "loopback" in _error_line(result)
-    assert not (tmp_path / "d").exists()
+def test_run_prints_the_first_run_setup_link_once(runner: CliRunner, tmp_path: Path) -> None:
+    args = ["run", "--data-dir", str(tmp_path / "d"), "--api", "127.0.0.1:0", "--duration", "0.5"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "First run: set the owner's password at http://127.0.0.1:" in first.stdout
+    assert "/setup?token=" in first.stdout
+    # the owner still has no password: a new link each run, until it is used
+    again = runner.invoke(app, args)
+    assert "/setup?token=" in again.stdout
+    settings = Settings(data_dir=tmp_path / "d")
+    with contextlib.closing(Index(settings.db_url)) as index, _accounts_of(settings, index) as acc:
+        assert len(acc.users()) == 1
+        link = again.stdout.split("/setup?token=", 1)[1].split()[0]
+        acc.complete_setup(link, "a long enough passphrase")
+    done = runner.invoke(app, args)
+    assert "setup?token=" not in done.stdout
 
 
 def test_every_command_takes_config_and_data_dir(runner: CliRunner) -> None:
@@ -279,8 +294,21 @@ def test_cameras_shows_live_status_from_a_running_api(runner: CliRunner, tmp_pat
     )
     with Runtime(settings, app_factory=create_app) as runtime:
         assert runtime.address is not None
-        env = {"HOMEWARDEN_API__PORT": str(runtime.address.port)}
+        (owner,) = runtime.accounts.users()
+        token, _ = runtime.accounts.create_token(owner.id, "cli")
         base = ["--data-dir", str(tmp_path / "data")]
+        port = {"HOMEWARDEN_API__PORT": str(runtime.address.port)}
+        # without a token the API answers nobody: index facts, and the reason
+        no_token = runner.invoke(app, ["cameras", *base], env=port, terminal_width=200)
+        assert no_token.exit_code == 0, no_token.output
+        assert "HOMEWARDEN_API_TOKEN" in no_token.stderr
+        assert "not live status" in no_token.stderr
+        refused = runner.invoke(
+            app, ["cameras", *base], env={**port, "HOMEWARDEN_API_TOKEN": "hw_revoked"}
+        )
+        assert "refused" in refused.stderr
+        assert "401" in refused.stderr
+        env = {**port, "HOMEWARDEN_API_TOKEN": token}
         deadline = time.monotonic() + 15
         cam: dict = {}
         while time.monotonic() < deadline:
@@ -318,10 +346,17 @@ def test_demo_serves_footage_over_rtsp_and_records(runner: CliRunner, demo_dir: 
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "over RTSP at rtsp://127.0.0.1:" in result.stdout
-    assert "API listening on http://127.0.0.1:" in result.stdout
+    assert "Web app at http://127.0.0.1:" in result.stdout
     assert str(demo_dir.resolve()) in result.stdout
     assert list((demo_dir / "cache" / "demo").glob("bikes-*.mp4"))
     assert list((demo_dir / "media" / "demo").rglob("*.mp4"))
+    # a demo owner who can log in, password printed once; no first-run setup link
+    assert "/login as 'owner' with password " in result.stdout
+    password = result.stdout.split("with password ", 1)[1].split()[0]
+    assert "setup?token=" not in result.stdout
+    settings = Settings(data_dir=demo_dir)
+    with contextlib.closing(Index(settings.db_url)) as index, _accounts_of(settings, index) as acc:
+        assert acc.login("owner", password, "127.0.0.1").needs_totp is False
 
 
 def test_demo_without_gstreamer_plays_a_paced_file(
@@ -411,8 +446,9 @@ def test_gaps_command_mirrors_the_api(runner: CliRunner, gappy: Path) -> None:
     with (
         contextlib.closing(Index(settings.db_url)) as index,
         AuditLog.open(settings.db_url, settings.keys_dir) as audit,
-        TestClient(create_app(Queries(index, settings, audit=audit)), client=LOOPBACK) as api,
     ):
+        ctx = make_context(index, settings, audit)
+        api = token_client(create_app(ctx), ctx, add_user(ctx, "owner"))
         for params in (
             {},
             {"camera": "front"},

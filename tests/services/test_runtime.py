@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from homewarden.config import ApiSettings, Settings
+from homewarden.config import Settings
 from homewarden.errors import ConfigError, StorageError
 from homewarden.services.runtime import ApiAddress, Runtime, bind_api_socket
 from homewarden.store.index import Index
@@ -39,15 +40,24 @@ def _no_homewarden_env() -> Iterator[None]:
         yield
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # a loopback test server
+def _get(url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return json.load(resp)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "203.0.113.5", "2001:db8::1"])
-def test_bind_refuses_non_loopback_addresses(host: str) -> None:
-    with pytest.raises(ConfigError, match="loopback"):
-        bind_api_socket(host, 0)
+def test_bind_accepts_a_non_loopback_address_now_that_accounts_exist() -> None:
+    sock = bind_api_socket("0.0.0.0", 0)
+    try:
+        assert sock.getsockname()[1] > 0
+    finally:
+        sock.close()
+
+
+def test_bind_an_address_that_is_not_ours_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot listen"):
+        bind_api_socket("192.0.2.1", 0)  # TEST-NET-1: not an address of this machine
 
 
 def test_bind_port_zero_reports_the_real_port() -> None:
@@ -70,20 +80,25 @@ def test_bind_port_in_use_is_a_config_error() -> None:
         first.close()
 
 
-def test_runtime_refuses_non_loopback_before_starting_anything(tmp_path: Path) -> None:
-    # Config validation already rejects this host; build settings around it to prove the bind
-    # checks again on its own.
-    settings = Settings.model_construct(
+def test_plain_http_on_a_non_loopback_address_warns_how_to_add_tls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", api={"host": "0.0.0.0", "port": 0})
+    with caplog.at_level("WARNING"), Runtime(settings, app_factory=create_app) as runtime:
+        assert runtime.address is not None
+    text = caplog.text
+    assert "plain HTTP" in text
+    assert "TLS reverse proxy" in text
+    assert "public_url" in text
+    caplog.clear()
+    behind = Settings(
         data_dir=tmp_path / "data",
-        database_url=None,
-        api=ApiSettings.model_construct(host="0.0.0.0", port=0),
-        storage=Settings().storage,
-        cameras={},
+        api={"host": "0.0.0.0", "port": 0, "public_url": "https://cams.example"},
     )
-    runtime = Runtime(settings, app_factory=create_app)
-    with pytest.raises(ConfigError, match="loopback"):
-        runtime.start()
-    assert not (tmp_path / "data").exists()
+    with caplog.at_level("WARNING"), Runtime(behind, app_factory=create_app) as runtime:
+        assert runtime.setup_link is not None
+        assert runtime.setup_link.startswith("https://cams.example/setup?token=")
+    assert "plain HTTP" not in caplog.text
 
 
 def test_api_address_url() -> None:
@@ -102,10 +117,19 @@ def test_runtime_records_and_serves_live_status(tmp_path: Path) -> None:
     try:
         assert address is not None
         assert address.port != 0
+        # first run: an owner waiting for the setup link printed for them
+        assert runtime.setup_link is not None
+        assert runtime.setup_link.startswith(f"{address.url}/setup?token=")
+        (owner,) = runtime.accounts.users()
+        assert (owner.username, owner.role, owner.password_hash) == ("owner", "owner", None)
+        token, _ = runtime.accounts.create_token(owner.id, "test")
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            _get(f"{address.url}/api/cameras/bikes")
+        assert anonymous.value.code == 401
         deadline = time.monotonic() + 20
         cam: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            cam = _get(f"{address.url}/api/cameras/bikes")
+            cam = _get(f"{address.url}/api/cameras/bikes", token)
             # The first rate window holds the burst read while the stream is probed.
             if cam["connected"] and cam["segments_written"] >= 2:
                 break
@@ -116,7 +140,7 @@ def test_runtime_records_and_serves_live_status(tmp_path: Path) -> None:
         assert cam["bitrate"] > 0
         assert cam["last_packet_at"] == pytest.approx(time.time(), abs=3)
         assert cam["decode_mode"] in ("keyframes", "full")
-        health = _get(f"{address.url}/api/health")
+        health = _get(f"{address.url}/api/health", token)
         assert health["cameras_connected"] == 1
     finally:
         runtime.stop()

@@ -3,6 +3,7 @@
 Segments are cut from the real H.264 clip ``bikes.mp4`` at its own keyframes with the
 project's segment writer (fragmented MP4, packets copied), laid out under a data dir as the
 recorder lays them out, and indexed; clips are composed from them by the real remuxer.
+Authorization is on: the client is the household's owner with an API token.
 """
 
 from __future__ import annotations
@@ -21,106 +22,35 @@ import cv2
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Route
 
 from homewarden.config import Settings
 from homewarden.domain.audit import Actor, ActorKind, AuditEntry, AuditTag
-from homewarden.domain.permissions import Permission
+from homewarden.domain.permissions import ANONYMOUS_GRANTS, Permission
 from homewarden.errors import HomeWardenError
-from homewarden.media.segment_writer import SegmentWriter
 from homewarden.services.audit import AuditLog
-from homewarden.services.queries import MAX_CLIP_SECONDS, Queries
+from homewarden.services.queries import MAX_CLIP_SECONDS
 from homewarden.services.recorder import CameraStatus
+from homewarden.services.runtime import AppContext
+from homewarden.store.accounts_store import UserRecord
 from homewarden.store.index import Index
-from homewarden.store.records import NewSegment
 from homewarden.web.app import create_app
 from homewarden.web.deps import declared_permissions, undeclared_routes
+from tests.web.conftest import FOOTAGE, Footage
+from tests.web.helpers import LOOPBACK, add_user, client, make_context, token_client
 
 with warnings.catch_warnings():
     # Starlette announces a move from httpx to httpx2 for its test client.
     warnings.filterwarnings("ignore", message=".*httpx2.*")
     from fastapi.testclient import TestClient
 
-FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
 #: Five seconds before a UTC hour boundary (1700002800 = 2023-11-14T23:00:00Z), so the
 #: footage spans two hours of the per-hour summary.
 T0 = 1_700_002_795.0
 HOUR = 1_700_002_800.0
-LOOPBACK = ("127.0.0.1", 50123)
 REMOTE = ("203.0.113.5", 1234)
 OPERATOR = Actor(ActorKind.LOCAL_OPERATOR, "127.0.0.1")
-
-
-@dataclass(frozen=True)
-class Footage:
-    data_dir: Path
-    segments: list[NewSegment]
-    snapshot_rel: str
-
-
-def _relpath(camera: str, start: float) -> str:
-    from datetime import UTC, datetime
-
-    d = datetime.fromtimestamp(start, UTC)
-    return f"{camera}/{d:%Y-%m-%d}/{d:%H}/{start:.3f}.mp4"
-
-
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory: pytest.TempPathFactory) -> Footage:
-    """bikes.mp4 cut at each keyframe into segments starting at T0, plus one JPEG snapshot."""
-    if not FOOTAGE.is_file():
-        pytest.fail(f"real footage missing at {FOOTAGE}")
-    data_dir = tmp_path_factory.mktemp("data")
-    media = data_dir / "media"
-    segments: list[NewSegment] = []
-    writer: SegmentWriter | None = None
-    seg_start = 0.0
-    snapshot: np.ndarray | None = None
-
-    def finish(end: float) -> None:
-        assert writer is not None
-        size = writer.close()
-        segments.append(
-            NewSegment(
-                camera="front",
-                start=T0 + seg_start,
-                end=T0 + end,
-                bytes=size,
-                keyframes=writer.keyframes,
-                motion_score=0.01 * len(segments),
-                path=str(writer.final_path.relative_to(media)),
-            )
-        )
-
-    with av.open(str(FOOTAGE)) as src:
-        video = src.streams.video[0]
-        duration = float(video.duration * video.time_base)
-        for packet in src.demux(video):
-            if packet.dts is None:
-                continue
-            t = float(packet.pts * packet.time_base)
-            if packet.is_keyframe:
-                if writer is not None:
-                    finish(t)
-                seg_start = t
-                writer = SegmentWriter(media / _relpath("front", T0 + t), video)
-            assert writer is not None
-            writer.write(packet)
-        finish(duration)
-    with av.open(str(FOOTAGE)) as src:
-        for frame in src.decode(video=0):
-            if frame.time is not None and frame.time >= 4.0:
-                snapshot = frame.to_ndarray(format="bgr24")
-                break
-    assert snapshot is not None
-    ok, jpeg = cv2.imencode(".jpg", snapshot)
-    assert ok
-    rel = "front/1.jpg"
-    (data_dir / "snapshots" / "front").mkdir(parents=True)
-    (data_dir / "snapshots" / rel).write_bytes(jpeg.tobytes())
-    assert len(segments) >= 5
-    return Footage(data_dir, segments, rel)
 
 
 @dataclass
@@ -132,10 +62,13 @@ class Api:
     footage: Footage
     open_gap: int
     audit: AuditLog
+    ctx: AppContext
+    owner: UserRecord
 
     def audited(self) -> list[AuditEntry]:
-        """Every entry of the audit log, oldest first."""
-        return [self.audit.entry(i) for i in range(self.audit.size())]
+        """Every footage entry of the audit log (not account events), oldest first."""
+        entries = [self.audit.entry(i) for i in range(self.audit.size())]
+        return [e for e in entries if e.action.startswith("footage:")]
 
 
 @pytest.fixture
@@ -166,9 +99,11 @@ def api(index: Index, database_url: str, footage: Footage) -> Iterator[Api]:
         },
     )
     with AuditLog.open(database_url, settings.keys_dir) as audit:
-        app = create_app(Queries(index, settings, audit=audit))
-        with TestClient(app, client=LOOPBACK, raise_server_exceptions=False) as client:
-            yield Api(client, app, index, events, footage, open_gap, audit)
+        ctx = make_context(index, settings, audit)
+        owner = add_user(ctx, "owner")
+        app = create_app(ctx)
+        with token_client(app, ctx, owner) as c:
+            yield Api(c, app, index, events, footage, open_gap, audit, ctx, owner)
 
 
 def assert_problem(resp, status: int, code: str | None = None) -> dict:
@@ -189,8 +124,16 @@ def assert_problem(resp, status: int, code: str | None = None) -> dict:
 
 
 def _sample_path(route: APIRoute, api: Api) -> str:
-    values = {"name": "front", "event_id": str(api.events["walk"]), "code": "not-found"}
-    return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], route.path)
+    values = {
+        "name": "front",
+        "camera": "front",
+        "event_id": str(api.events["walk"]),
+        "code": "not-found",
+        "user_id": str(api.owner.id),
+        "token_id": "1",
+        "grant_id": "1",
+    }
+    return re.sub(r"{(\w+)(:\w+)?}", lambda m: values.get(m.group(1), "1"), route.path)
 
 
 def _clip_duration(data: bytes) -> tuple[float, int]:
@@ -208,7 +151,7 @@ def test_every_route_declares_a_permission(api: Api) -> None:
     assert undeclared_routes(api.app) == []
     paths = set()
     for route in api.app.routes:
-        assert isinstance(route, APIRoute), route
+        assert isinstance(route, APIRoute | APIWebSocketRoute), route
         assert declared_permissions(route), route.path
         paths.add(route.path)
     assert {"/api/openapi.json", "/api/cameras/{name}/clip.mp4"} <= paths
@@ -221,25 +164,35 @@ def test_walker_flags_an_ungated_route(api: Api) -> None:
     assert undeclared_routes(api.app)[-1] == "Route /raw"
 
 
-def test_remote_client_is_denied_on_every_route(api: Api) -> None:
-    remote = TestClient(api.app, client=REMOTE, raise_server_exceptions=False)
+@pytest.mark.parametrize("host", [REMOTE, LOOPBACK])
+def test_anonymous_client_is_refused_on_every_route_that_needs_an_account(
+    api: Api, host: tuple[str, int]
+) -> None:
+    # Loopback grants nothing any more: every caller signs in.
+    anonymous = client(api.app, host=host)
     checked = 0
     for route in api.app.routes:
-        assert isinstance(route, APIRoute)
-        resp = remote.get(_sample_path(route, api))
-        body = assert_problem(resp, 403, "permission-denied")
-        assert any(p in body["detail"] for p in declared_permissions(route))
-        checked += 1
-    assert checked >= 13
-    assert api.audit.size() == 0  # nothing was served, so nothing to account for
-    # the same routes answer a loopback client
+        if not isinstance(route, APIRoute):
+            continue
+        if declared_permissions(route) <= ANONYMOUS_GRANTS or not route.path.startswith("/api/"):
+            continue  # pages send a browser to the login page instead
+        for method in route.methods or ():
+            resp = anonymous.request(method, _sample_path(route, api))
+            body = assert_problem(resp, 401, "authentication")
+            assert resp.headers["www-authenticate"].startswith("Bearer")
+            assert body["detail"] == "sign in first"
+            checked += 1
+    assert checked >= 25
+    assert api.audited() == []  # nothing was served, so nothing to account for
+    # the same routes answer the owner
     assert api.client.get("/api/health").status_code == 200
 
 
-def test_default_test_client_host_is_not_loopback(api: Api) -> None:
-    # Starlette's TestClient reports the peer as "testclient": not an address, so denied.
-    anonymous = TestClient(api.app, raise_server_exceptions=False)
-    assert_problem(anonymous.get("/api/cameras"), 403, "permission-denied")
+def test_a_bad_bearer_token_is_401_not_anonymous(api: Api) -> None:
+    bad = client(api.app, headers={"Authorization": "Bearer hw_not-a-token"})
+    assert_problem(bad.get("/api/csrf"), 401, "authentication")
+    basic = client(api.app, headers={"Authorization": "Basic b3duZXI6cHc="})
+    assert_problem(basic.get("/api/cameras"), 401, "authentication")
 
 
 def test_openapi_lists_every_operation_with_its_permissions(api: Api) -> None:
@@ -261,13 +214,19 @@ def test_openapi_lists_every_operation_with_its_permissions(api: Api) -> None:
         "/api/health": {"system:health:read"},
         "/api/problems/{code}": {"system:openapi:read"},
     }
-    assert set(doc["paths"]) == set(expected)
+    assert set(expected) <= set(doc["paths"])  # other modules add theirs
     for path, perms in expected.items():
         op = doc["paths"][path]["get"]
         assert set(op["x-permissions"]) == perms
-        assert all(p in {x.value for x in Permission} for p in op["x-permissions"])
-        problem = op["responses"]["403"]["content"]["application/problem+json"]
-        assert problem["schema"]["$ref"].endswith("/Problem")
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            assert op["x-permissions"], path
+            assert all(p in {x.value for x in Permission} for p in op["x-permissions"])
+            problem = op["responses"]["403"]["content"]["application/problem+json"]
+            assert problem["schema"]["$ref"].endswith("/Problem")
+    login = doc["paths"]["/api/session"]["post"]
+    assert login["x-permissions"] == ["accounts:session:create"]
+    assert "application/json" in login["requestBody"]["content"]
 
 
 def test_no_docs_page_that_loads_third_party_scripts(api):
@@ -456,8 +415,9 @@ def test_event_snapshot(api: Api) -> None:
     # one entry: the snapshot served, not the one that was not found
     (entry,) = api.audited()
     assert entry.action == "footage:snapshot:view"
-    assert (entry.actor.kind, entry.actor.id) == ("local_operator", LOOPBACK[0])
-    assert entry.reason == "api"
+    assert (entry.actor.kind, entry.actor.id) == ("user", str(api.owner.id))
+    assert entry.reason == "api; owner"
+    assert entry.subject.household == "home"
     assert entry.subject.camera == "front"
     assert entry.subject.event == api.events["walk"]
     assert (entry.subject.start_ms, entry.subject.end_ms) == (
@@ -483,7 +443,7 @@ def test_event_clip_covers_the_event(api: Api) -> None:
     person, opened = api.audited()
     for entry, key, served in ((person, "person", resp), (opened, "open", open_clip)):
         assert entry.action == "footage:clip:download"
-        assert entry.actor.id == LOOPBACK[0]
+        assert entry.actor.id == str(api.owner.id)
         assert entry.subject.event == api.events[key]
         # the range is what the clip really covers (its headers), widened to whole ms
         assert entry.subject.start_ms == int(float(served.headers["x-clip-start"]) * 1000)
@@ -515,7 +475,7 @@ def test_range_clip_spans_segments_and_serves_ranges(api: Api) -> None:
     assert middle.content == full.content[size // 2 :]
     # every request that served bytes of footage is an entry, each with the served span
     entries = api.audited()
-    assert [e.index for e in entries] == [0, 1, 2, 3]
+    assert len(entries) == 4
     assert {e.action for e in entries} == {"footage:clip:download"}
     assert {(e.subject.camera, e.subject.event) for e in entries} == {("front", None)}
     lo_ms = int(float(full.headers["x-clip-start"]) * 1000)
@@ -538,7 +498,7 @@ def test_range_clip_problems(api: Api) -> None:
         404,
         "not-found",
     )
-    assert api.audit.size() == 0  # refused requests served nothing
+    assert api.audited() == []  # refused requests served nothing
 
 
 # -- system ------------------------------------------------------------------------------
@@ -583,7 +543,7 @@ def test_event_id_too_large_for_the_database_is_a_problem_not_an_overflow(
     for absent in (2**31, 2**63 - 1):
         body = assert_problem(api.client.get(f"/api/events/{absent}{tail}"), 404, "not-found")
         assert str(absent) in body["detail"]
-    assert api.audit.size() == 0
+    assert api.audited() == []
 
 
 @pytest.mark.parametrize("far", ["1e12", "1e17", "253402300800", "1e308"])
@@ -596,7 +556,7 @@ def test_clip_times_past_year_9999_are_a_problem_naming_the_parameter(api: Api, 
     assert "9999" in body["detail"]
     spans = api.client.get("/api/recordings", params={"since": T0, "until": far})
     assert "until=" in assert_problem(spans, 422, "invalid-request")["detail"]
-    assert api.audit.size() == 0
+    assert api.audited() == []
 
 
 def test_unexpected_error_is_logged_once_and_concisely(
@@ -607,14 +567,21 @@ def test_unexpected_error_is_logged_once_and_concisely(
 
     settings = Settings(data_dir=footage.data_dir, database_url=database_url)
     with AuditLog.open(database_url, settings.keys_dir) as audit:
-        app = create_app(Queries(index, settings, statuses=broken_statuses, audit=audit))
+        ctx = make_context(index, settings, audit, statuses=broken_statuses)
+        secret, _ = ctx.accounts.create_token(add_user(ctx, "owner").id, "tests")
+        app = create_app(ctx)
         # raise_server_exceptions=True: an app that re-raises to the server (which then logs
         # the traceback a second time) makes the client raise here.
         with (
-            TestClient(app, client=LOOPBACK, raise_server_exceptions=True) as client,
+            TestClient(
+                app,
+                client=LOOPBACK,
+                raise_server_exceptions=True,
+                headers={"Authorization": f"Bearer {secret}"},
+            ) as c,
             caplog.at_level("ERROR"),
         ):
-            resp = client.get("/api/cameras")
+            resp = c.get("/api/cameras")
     body = assert_problem(resp, 500)
     assert "exploded" not in body["detail"]  # internals stay in the log
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
@@ -669,8 +636,10 @@ def _connected(name: str) -> CameraStatus:
 def _health_app(
     index: Index, settings: Settings, statuses: dict[str, CameraStatus], audit: AuditLog
 ) -> TestClient:
-    app = create_app(Queries(index, settings, statuses=lambda: statuses, audit=audit))
-    return TestClient(app, client=LOOPBACK, raise_server_exceptions=False)
+    ctx = make_context(index, settings, audit, statuses=lambda: statuses)
+    users = ctx.accounts.users("home")
+    owner = users[0] if users else add_user(ctx, "owner")
+    return token_client(create_app(ctx), ctx, owner)
 
 
 def test_health_is_ok_only_when_every_enabled_camera_is_connected(
@@ -767,6 +736,7 @@ def test_tampered_audit_log_is_a_log_tampered_problem_and_serves_nothing(
 ) -> None:
     from sqlalchemy import create_engine, text
 
+    before = api.audit.size()  # the owner's account and token entries
     with AuditLog.open(database_url, api.footage.data_dir / "other-keys") as other:
         for i in range(3):  # another process appends; its tree nodes are then deleted
             other.append(
@@ -782,7 +752,7 @@ def test_tampered_audit_log_is_a_log_tampered_problem_and_serves_nothing(
     body = assert_problem(resp, 500, "log-tampered")
     assert body["title"] == "Audit log tampered"
     assert "audit verify" in body["detail"]
-    assert body["bad_range"] == [0, 3]
+    assert body["bad_range"] == [0, before + 3]
     assert resp.headers["content-type"].startswith("application/problem+json")
     described = api.client.get("/api/problems/log-tampered").json()
     assert (described["status"], described["title"]) == (500, "Audit log tampered")

@@ -108,7 +108,9 @@ def lock_seconds(failures: int) -> float:
     failures: 0 below :data:`LOCK_AFTER`, then 30 s doubling, capped at 15 min."""
     if failures < LOCK_AFTER:
         return 0.0
-    return min(LOCK_BASE * 2.0 ** (failures - LOCK_AFTER), LOCK_MAX)
+    # Cap the exponent: 2.0 ** 1024 overflows, and the cap is reached long before.
+    doublings = min(failures - LOCK_AFTER, 32)
+    return min(LOCK_BASE * 2.0**doublings, LOCK_MAX)
 
 
 @dataclass(frozen=True, slots=True)

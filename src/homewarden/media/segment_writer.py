@@ -21,6 +21,10 @@ from homewarden.errors import StorageError
 
 #: FFmpeg mov muxer flags: fragment at every keyframe, moov up front, self-contained moofs.
 MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+#: Muxer options: those flags, and FFmpeg's I/O buffer flushed after every write so a fragment
+#: reaches the file once complete (the live view tails ``.part`` files; without it the
+#: ~256 KB buffer held a fragment back by about a GOP).
+WRITE_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}
 
 
 def _storage_error(action: str, path: Path, exc: BaseException) -> StorageError:
@@ -59,9 +63,7 @@ class SegmentWriter:
         self._out: Any = None
         try:
             final_path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = av.open(
-                str(self.part_path), mode="w", format="mp4", options={"movflags": MOVFLAGS}
-            )
+            self._out = av.open(str(self.part_path), mode="w", format="mp4", options=WRITE_OPTIONS)
             self._v = self._out.add_stream_from_template(video_template_stream)
             self._v.time_base = video_template_stream.time_base
             self._a: Any | None = None

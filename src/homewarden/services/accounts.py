@@ -148,6 +148,11 @@ class AccountService:
         self._lock = threading.Lock()
 
     @property
+    def household(self) -> str:
+        """The deployment's own household id (``settings.household``)."""
+        return self._settings.household
+
+    @property
     def store(self) -> AccountStore:
         """The account tables (for other services: push subscriptions, preferences)."""
         return self._store

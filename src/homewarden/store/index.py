@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -583,6 +583,8 @@ class Index:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        *,
+        cameras: Collection[str] | None = None,
     ) -> tuple[list[EventRecord], str | None]:
         """Newest first; returns (page, next_cursor or None).
 
@@ -590,13 +592,16 @@ class Index:
 
         ``zone`` keeps events whose zone list holds that name; ``since``/``until`` keep events
         overlapping ``[since, until)`` (an open event lasts until now). ``cursor`` is the opaque
-        string a previous page returned; ``limit`` is 1..:data:`MAX_PAGE`.
+        string a previous page returned; ``limit`` is 1..:data:`MAX_PAGE`. ``cameras``, when
+        given, keeps only events of those cameras (a viewer's visible cameras).
         """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidRequestError(f"limit must be 1..{MAX_PAGE}, got {limit}")
         q = select(EventRow)
         if camera is not None:
             q = q.where(EventRow.camera == camera)
+        if cameras is not None:
+            q = q.where(EventRow.camera.in_(sorted(cameras)))
         if label is not None:
             q = q.where(EventRow.label == label)
         if zone is not None:
@@ -616,6 +621,18 @@ class Index:
         page = rows[:limit]
         more = len(rows) > limit
         return page, (_encode_cursor(page[-1].start, page[-1].id) if more else None)
+
+    def events_after(self, after_id: int, limit: int = 100) -> list[EventRecord]:
+        """Up to ``limit`` (1..:data:`MAX_PAGE`) events with id > ``after_id``, by id (the
+        order they were opened in); for followers such as the push notifier.
+
+        Raises InvalidRequestError on a limit out of range.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequestError(f"limit must be 1..{MAX_PAGE}, got {limit}")
+        q = select(EventRow).where(EventRow.id > after_id).order_by(EventRow.id).limit(limit)
+        with self._session("list new events") as s:
+            return [_event(r) for r in s.scalars(q)]
 
     def _has_zone(self, zone: str) -> ColumnElement[bool]:
         # Expand the JSON array as a table and look for an equal element: exact on both

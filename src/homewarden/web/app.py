@@ -1,9 +1,11 @@
 """The JSON API: FastAPI app factory and its routes.
 
 Routes only parse input, call a :class:`homewarden.services.queries.Queries` use-case and
-shape the answer; read logic lives in the service. Routes that serve footage pass the caller
-(:func:`homewarden.web.deps.caller`) and the reason ``"api"`` down; the service writes the
-audit entry (the web layer never does). Every route declares its permission with
+shape the answer; read logic lives in the service. Every camera-scoped route passes the caller
+(:func:`homewarden.web.deps.caller`) down as ``viewer``, so lists show only the cameras the
+caller may see and a named camera or event outside them is a 404 (another household) or 403;
+routes that serve footage pass the reason ``"api"`` too, and the service writes the audit
+entry (the web layer never does). Every route declares its permission with
 :func:`homewarden.web.deps.requires` (the OpenAPI route too), and the factory
 refuses to build an app with an ungated route. Errors are RFC 9457 problem documents
 (:mod:`homewarden.web.problems`).
@@ -159,9 +161,10 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         Permission.CAMERAS_STATUS_READ,
         tags=["cameras"],
     )
-    def list_cameras() -> list[CameraView]:
-        """Every configured or running camera with its live status and index facts."""
-        return queries.cameras()
+    def list_cameras(who: Caller) -> list[CameraView]:
+        """Every configured or running camera the caller may see, with its live status and
+        index facts."""
+        return queries.cameras(viewer=who)
 
     @_get(
         app,
@@ -170,9 +173,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         Permission.CAMERAS_STATUS_READ,
         tags=["cameras"],
     )
-    def get_camera(name: CameraName) -> CameraView:
+    def get_camera(name: CameraName, who: Caller) -> CameraView:
         """One camera with its live status."""
-        return queries.camera(name)
+        return queries.camera(name, viewer=who)
 
     @_get(
         app,
@@ -193,7 +196,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         is an entry of the audit log."""
         lo = parse_time(start, name="start")
         hi = parse_time(end, name="end")
-        clip = queries.range_clip(name, lo, hi, actor=Actor.of_principal(who), reason=API_REASON)
+        clip = queries.range_clip(
+            name, lo, hi, actor=Actor.of_principal(who), reason=API_REASON, viewer=who
+        )
         return _clip_response(clip)
 
     @_get(
@@ -203,11 +208,11 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         tags=["footage"],
     )
     def list_recordings(
-        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+        who: Caller, camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
     ) -> list[RecordingView]:
         """Segments overlapping ``[since, until)``, by camera then start."""
         lo, hi = parse_span(since, until)
-        return queries.recordings(camera, lo, hi)
+        return queries.recordings(camera, lo, hi, viewer=who)
 
     @_get(
         app,
@@ -216,22 +221,23 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         tags=["footage"],
     )
     def recordings_summary(
-        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+        who: Caller, camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
     ) -> list[HourView]:
         """Recorded seconds, bytes, segments and events per UTC hour (default: the last day)."""
         lo, hi = parse_span(since, until)
-        return queries.summary(camera, lo, hi)
+        return queries.summary(camera, lo, hi, viewer=who)
 
     @_get(app, "/api/gaps", Permission.FOOTAGE_RECORDING_READ, tags=["footage"])
     def list_gaps(
-        camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
+        who: Caller, camera: CameraQ = None, since: SinceQ = None, until: UntilQ = None
     ) -> list[GapView]:
         """Outages (no footage) overlapping ``[since, until)``; ``end`` null while ongoing."""
         lo, hi = parse_span(since, until)
-        return queries.gaps(camera, lo, hi)
+        return queries.gaps(camera, lo, hi, viewer=who)
 
     @_get(app, "/api/events", Permission.EVENTS_EVENT_READ, tags=["events"])
     def list_events(
+        who: Caller,
         camera: CameraQ = None,
         label: Annotated[str | None, Query(description="motion or person")] = None,
         zone: Annotated[str | None, Query(description="zone the event entered")] = None,
@@ -242,7 +248,7 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
     ) -> EventPage:
         """Events newest first, one page at a time."""
         lo, hi = parse_span(since, until)
-        return queries.events(camera, label, zone, lo, hi, cursor, limit)
+        return queries.events(camera, label, zone, lo, hi, cursor, limit, viewer=who)
 
     @_get(
         app,
@@ -250,9 +256,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         Permission.EVENTS_EVENT_READ,
         tags=["events"],
     )
-    def get_event(event_id: EventId) -> EventView:
+    def get_event(event_id: EventId, who: Caller) -> EventView:
         """One event."""
-        return queries.event(event_id)
+        return queries.event(event_id, viewer=who)
 
     @_get(
         app,
@@ -264,7 +270,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
     )
     def event_snapshot(event_id: EventId, who: Caller) -> FileResponse:
         """The JPEG of the event's frame with the most motion (an entry of the audit log)."""
-        path = queries.snapshot(event_id, actor=Actor.of_principal(who), reason=API_REASON)
+        path = queries.snapshot(
+            event_id, actor=Actor.of_principal(who), reason=API_REASON, viewer=who
+        )
         return FileResponse(path, media_type="image/jpeg")
 
     @_get(
@@ -279,7 +287,8 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         """The event's footage, remuxed from the segments, seekable (Range requests); every
         request is an entry of the audit log."""
         actor = Actor.of_principal(who)
-        return _clip_response(queries.event_clip(event_id, actor=actor, reason=API_REASON))
+        clip = queries.event_clip(event_id, actor=actor, reason=API_REASON, viewer=who)
+        return _clip_response(clip)
 
     @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
     def health() -> HealthView:

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from homewarden.domain.permissions import (
     ANONYMOUS_GRANTS,
@@ -110,8 +110,16 @@ def _same_origin(request: Request, origin: str) -> bool:
     return parts.netloc.lower() == request.headers.get("host", "").lower()
 
 
-async def check_csrf(request: Request, session: SessionRecord | None, principal: Principal) -> None:
-    """Enforce the CSRF rules of the module docstring on an unsafe request.
+async def check_csrf(
+    request: Request,
+    session: SessionRecord | None,
+    principal: Principal,
+    *,
+    anonymous_route: bool = False,
+) -> None:
+    """Enforce the CSRF rules of the module docstring on an unsafe request. On a route
+    anonymous callers may use (login, setup), the double-submit cookie's token is accepted
+    from a signed-in browser too (its login form carries that one).
 
     Raises:
         PermissionDeniedError: a missing or wrong CSRF token, or a foreign ``Origin``.
@@ -128,8 +136,10 @@ async def check_csrf(request: Request, session: SessionRecord | None, principal:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    expected = session.csrf_token if session is not None else request.cookies.get(CSRF_COOKIE)
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    expected = [session.csrf_token] if session is not None else []
+    if session is None or anonymous_route:
+        expected.append(request.cookies.get(CSRF_COOKIE) or "")
+    if not sent or not any(e and hmac.compare_digest(sent, e) for e in expected):
         raise PermissionDeniedError("missing or wrong CSRF token; reload the page and try again")
 
 
@@ -147,13 +157,12 @@ class PermissionGate:
         """Raises AuthenticationError (anonymous caller needing more) or
         PermissionDeniedError (the first permission the caller lacks; a CSRF failure)."""
         principal, session = resolve_principal(request)
-        if principal.kind is PrincipalKind.ANONYMOUS and not set(self.permissions) <= set(
-            ANONYMOUS_GRANTS
-        ):
+        anonymous_route = set(self.permissions) <= set(ANONYMOUS_GRANTS)
+        if principal.kind is PrincipalKind.ANONYMOUS and not anonymous_route:
             raise AuthenticationError("sign in first")
         for permission in self.permissions:
             check_permission(principal, permission)
-        await check_csrf(request, session, principal)
+        await check_csrf(request, session, principal, anonymous_route=anonymous_route)
         return principal
 
     def __repr__(self) -> str:
@@ -184,26 +193,38 @@ def requires(*permissions: Permission) -> Any:
     return Depends(PermissionGate(tuple(permissions)))
 
 
-def _gates(dependant: Dependant) -> Iterable[PermissionGate]:
+class WebSocketGate:
+    """Base of the permission gates of WebSocket routes (a WebSocket has no ``Request``, so
+    :class:`PermissionGate` cannot serve; see :mod:`homewarden.web.live`). A subclass
+    enforces ``permissions``; :func:`undeclared_routes` counts it as a declaration."""
+
+    permissions: tuple[Permission, ...]
+
+
+def _gates(dependant: Dependant) -> Iterable[PermissionGate | WebSocketGate]:
     for dep in dependant.dependencies:
-        if isinstance(dep.call, PermissionGate):
+        if isinstance(dep.call, PermissionGate | WebSocketGate):
             yield dep.call
         yield from _gates(dep)
 
 
-def declared_permissions(route: APIRoute) -> frozenset[Permission]:
+def declared_permissions(route: APIRoute | APIWebSocketRoute) -> frozenset[Permission]:
     """Every permission the gates of ``route`` (and of its sub-dependencies) require."""
     return frozenset(p for gate in _gates(route.dependant) for p in gate.permissions)
 
 
 def undeclared_routes(app: FastAPI) -> list[str]:
     """Routes of ``app`` that declare no permission (non-API routes and mounts always count),
-    as ``"METHODS path"`` strings; empty when every route is gated."""
+    as ``"METHODS path"`` strings (``"WEBSOCKET path"`` for a WebSocket route); empty when
+    every route is gated."""
     missing: list[str] = []
     for route in app.routes:
         if isinstance(route, APIRoute):
             if not declared_permissions(route):
                 missing.append(f"{','.join(sorted(route.methods or ()))} {route.path}")
+        elif isinstance(route, APIWebSocketRoute):
+            if not declared_permissions(route):
+                missing.append(f"WEBSOCKET {route.path}")
         else:
             missing.append(f"{type(route).__name__} {getattr(route, 'path', '?')}")
     return missing

@@ -1,11 +1,296 @@
-"""(being written)"""
+"""Live view routes: a WebSocket of fMP4 fragments for Media Source Extensions, and the latest
+keyframe as a JPEG for browsers (or moments) without it.
+
+``/api/cameras/{name}/live`` (WebSocket, ``footage:live:view`` and access to the camera):
+
+- a text message ``{"type": "init", "codec": "avc1.64001f", "camera": name}`` (the RFC 6381
+  ``codecs`` of the segment: ``new MediaSource().addSourceBuffer('video/mp4; codecs="…"')``),
+  then a binary message with the init segment (``ftyp`` + ``moov``);
+- then binary messages, one per fragment (``moof`` + ``mdat``, starting on a keyframe);
+- at each new segment file (~10 s) the text message and an init segment again;
+- when the camera goes offline a text message ``{"type": "error", "detail": "…"}`` and a
+  close with code 1013 (Try Again Later, RFC 6455 section 7.4.1 / IANA registry).
+
+A refused socket is closed before it is accepted (the browser sees the handshake fail) with
+code 4401 (not signed in), 4403 (no permission, a foreign ``Origin``) or 4404 (no such camera)
+and the reason in words. Browsers send cookies with a WebSocket handshake to any origin, so a
+cookie-authenticated socket must come with this site's ``Origin`` (Cross-Site WebSocket
+Hijacking; OWASP WebSocket Security Cheat Sheet); an API token needs none. The caller is
+checked again every :data:`RECHECK_SECONDS`, so a logout, a disabled account or a revoked
+grant ends the view.
+
+``/api/cameras/{name}/latest.jpg`` (``footage:snapshot:read`` and access to the camera): the
+newest keyframe as a JPEG, for the page's fallback that refreshes it every 2 s.
+
+Each opened live view is an audit entry (``footage:live:view``); snapshots are audited as
+``footage:snapshot:view`` with the reason ``live fallback``, at most once a minute per viewer
+and camera (:class:`homewarden.services.live.LiveService`).
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import contextlib
+import json
+import time
+from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Path, WebSocket, WebSocketException
+from fastapi.responses import Response
+from starlette.websockets import WebSocketDisconnect
+
+from homewarden.domain.audit import Actor
+from homewarden.domain.permissions import (
+    Permission,
+    Principal,
+    PrincipalKind,
+    is_allowed,
+)
+from homewarden.errors import (
+    AuthenticationError,
+    FootageUnavailableError,
+    HomeWardenError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from homewarden.services.accounts import AccountService
+from homewarden.services.live import LiveChunk, LiveFeed, LiveService
 from homewarden.services.runtime import AppContext
+from homewarden.web.deps import SESSION_COOKIE, WebSocketGate, caller
+from homewarden.web.routing import gated
+
+LIVE_PATH = "/api/cameras/{name}/live"
+SNAPSHOT_PATH = "/api/cameras/{name}/latest.jpg"
+#: Audit reason of a snapshot served for the live view's fallback.
+SNAPSHOT_REASON = "live fallback"
+#: Close codes (RFC 6455 section 7.4.2: 4000-4999 are the application's own).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+#: RFC 6455 / IANA: "Try Again Later" (the camera is offline).
+CLOSE_TRY_AGAIN = 1013
+#: RFC 6455: "Internal Error" (the audit log refused the entry, ...).
+CLOSE_INTERNAL = 1011
+#: How often an open live view checks that its viewer may still watch (s).
+RECHECK_SECONDS = 60.0
+
+CameraName = Annotated[str, Path(description="camera name")]
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def _reason(text: str) -> str:
+    # A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455 section 5.5).
+    data = text.encode()
+    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
+
+
+def _close_code(exc: HomeWardenError) -> int:
+    if isinstance(exc, AuthenticationError):
+        return CLOSE_UNAUTHENTICATED
+    if isinstance(exc, PermissionDeniedError):
+        return CLOSE_FORBIDDEN
+    if isinstance(exc, NotFoundError):
+        return CLOSE_NOT_FOUND
+    if isinstance(exc, FootageUnavailableError):
+        return CLOSE_TRY_AGAIN
+    return CLOSE_INTERNAL
+
+
+def socket_principal(websocket: WebSocket) -> tuple[Principal, bool]:
+    """The caller of a WebSocket and whether it came by session cookie, resolved like
+    :func:`homewarden.web.deps.resolve_principal` resolves an HTTP request's.
+
+    Raises:
+        AuthenticationError: an ``Authorization`` header with a bad or revoked token.
+    """
+    accounts = websocket.app.state.accounts
+    if not isinstance(accounts, AccountService):
+        raise RuntimeError("the app has no account service (app.state.accounts)")
+    host = websocket.client.host if websocket.client else "unknown"
+    auth = websocket.headers.get("authorization")
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        principal = None
+        if scheme.lower() == "bearer":
+            principal = accounts.principal_for_token(token.strip(), host)
+        if principal is None:
+            raise AuthenticationError("the API token is unknown or revoked")
+        return principal, False
+    secret = websocket.cookies.get(SESSION_COOKIE)
+    if secret:
+        resolved = accounts.principal_for_session(secret, host)
+        if resolved is not None:
+            return resolved[0], True
+    return Principal.anonymous(host), False
+
+
+def _same_origin(websocket: WebSocket) -> bool:
+    origin = websocket.headers.get("origin")
+    if not origin:
+        return False
+    scheme, sep, netloc = origin.partition("://")
+    host = websocket.headers.get("host", "")
+    return bool(sep) and scheme in ("http", "https") and netloc.lower() == host.lower()
+
+
+class SocketPermissionGate(WebSocketGate):
+    """The permission gate of a WebSocket route: lets the handshake through only if its
+    caller holds every permission in ``permissions`` and, when signed in by cookie, the
+    ``Origin`` is this site; it returns the caller's :class:`Principal`. A refusal closes
+    the socket before it is accepted (see the module docstring for the codes)."""
+
+    def __init__(self, permissions: tuple[Permission, ...]) -> None:
+        if not permissions:
+            raise TypeError("a permission gate needs at least one permission")
+        self.permissions = permissions
+
+    async def __call__(self, websocket: WebSocket) -> Principal:
+        """Raises WebSocketException (code 4401 or 4403) for a refused caller."""
+        try:
+            principal, by_cookie = await asyncio.to_thread(socket_principal, websocket)
+        except AuthenticationError as exc:
+            raise WebSocketException(CLOSE_UNAUTHENTICATED, _reason(str(exc))) from exc
+        if principal.kind is PrincipalKind.ANONYMOUS:
+            raise WebSocketException(CLOSE_UNAUTHENTICATED, "sign in first")
+        for permission in self.permissions:
+            if not is_allowed(principal, permission):
+                who = principal.role or principal.kind
+                raise WebSocketException(
+                    CLOSE_FORBIDDEN, _reason(f"{permission} is not granted to {who} callers")
+                )
+        if by_cookie and not _same_origin(websocket):
+            origin = websocket.headers.get("origin", "no origin")
+            raise WebSocketException(
+                CLOSE_FORBIDDEN, _reason(f"cross-site WebSocket from {origin} refused")
+            )
+        return principal
+
+    def __repr__(self) -> str:
+        return f"SocketPermissionGate({', '.join(self.permissions)})"
+
+
+def requires_socket(*permissions: Permission) -> Any:
+    """The dependency declaring (and enforcing) that a WebSocket route needs ``permissions``:
+    ``dependencies=[requires_socket(Permission.X)]`` (the WebSocket twin of
+    :func:`homewarden.web.deps.requires`)."""
+    return Depends(SocketPermissionGate(tuple(permissions)))
+
+
+LIVE_GATE = requires_socket(Permission.FOOTAGE_LIVE_VIEW)
 
 
 def add_routes(app: FastAPI, ctx: AppContext) -> None:
-    """Add this module's routes to ``app``."""
+    """Add the live view WebSocket and the latest-snapshot route to ``app``."""
+    live = LiveService(ctx.settings, ctx.index, ctx.clock, audit=ctx.audit)
+    app.state.live = live
+
+    async def live_view(
+        websocket: WebSocket, name: CameraName, who: Annotated[Principal, LIVE_GATE]
+    ) -> None:
+        """Live fMP4 fragments of camera ``name`` (see the module docstring)."""
+
+        def start() -> LiveFeed:
+            access = live.authorize(who, name)
+            feed = live.feed(name)
+            live.open_view(name, actor=Actor.of_principal(who), access=access)
+            return feed
+
+        try:
+            feed = await asyncio.to_thread(start)
+        except HomeWardenError as exc:
+            raise WebSocketException(_close_code(exc), _reason(str(exc))) from exc
+        await websocket.accept()
+        await _serve(websocket, live, feed, name, who)
+
+    app.add_api_websocket_route(LIVE_PATH, live_view, name="live_view", dependencies=[LIVE_GATE])
+
+    @gated(
+        app,
+        "GET",
+        SNAPSHOT_PATH,
+        Permission.FOOTAGE_SNAPSHOT_READ,
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}, "description": "the newest keyframe"}},
+        tags=["footage"],
+    )
+    def latest_snapshot(name: CameraName, who: Caller) -> Response:
+        """The camera's newest keyframe as a JPEG (the live view's fallback): the last
+        complete fragment of the segment being recorded, else of the newest segment. Its
+        UTC time is in ``X-Frame-Time``. Audited, at most once a minute per viewer."""
+        access = live.authorize(who, name)
+        image, at = live.snapshot(
+            name, actor=Actor.of_principal(who), access=access, reason=SNAPSHOT_REASON
+        )
+        return Response(
+            image,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "no-store", "X-Frame-Time": f"{at:.3f}"},
+        )
+
+
+async def _serve(
+    websocket: WebSocket, live: LiveService, feed: LiveFeed, name: str, who: Principal
+) -> None:
+    """Send the feed until the camera goes offline, the viewer leaves or loses access."""
+    ending: tuple[int, str] | None = None
+    left = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal left
+        # The browser sends nothing; a receive returns only when it goes away.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        left = True
+        scope.cancel()
+
+    async def pump(scope: anyio.CancelScope) -> None:
+        nonlocal ending, left
+        checked = time.monotonic()
+        chunk: LiveChunk
+        try:
+            async for chunk in live.afollow(feed):
+                if chunk.kind == "init":
+                    message = {"type": "init", "codec": chunk.codec, "camera": name}
+                    await websocket.send_text(json.dumps(message))
+                await websocket.send_bytes(chunk.data)
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    ending = await anyio.to_thread.run_sync(
+                        _still_allowed, websocket, live, name, who
+                    )
+                    if ending is not None:
+                        break
+        except HomeWardenError as exc:
+            ending = (_close_code(exc), str(exc))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            left = True  # the viewer left while a message was on its way
+        scope.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch, tasks.cancel_scope)
+        tasks.start_soon(pump, tasks.cancel_scope)
+    if left:
+        return
+    code, detail = ending if ending is not None else (CLOSE_TRY_AGAIN, "the live feed ended")
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.send_text(json.dumps({"type": "error", "detail": detail}))
+        await websocket.close(code, _reason(detail))
+
+
+def _still_allowed(
+    websocket: WebSocket, live: LiveService, name: str, who: Principal
+) -> tuple[int, str] | None:
+    """None while the viewer behind ``websocket`` may still watch ``name``, else why not."""
+    try:
+        principal, _ = socket_principal(websocket)
+        if principal.kind is PrincipalKind.ANONYMOUS or principal.user_id != who.user_id:
+            raise AuthenticationError("the session ended")
+        if not is_allowed(principal, Permission.FOOTAGE_LIVE_VIEW):
+            raise PermissionDeniedError(f"{Permission.FOOTAGE_LIVE_VIEW} is no longer granted")
+        live.authorize(principal, name)
+    except HomeWardenError as exc:
+        return _close_code(exc), str(exc)
+    return None

@@ -27,11 +27,12 @@ def gated(
     if not permissions:
         raise TypeError(f"{method} {path} declares no permission")
     responses = {**PROBLEM_RESPONSES, **kwargs.pop("responses", {})}
+    extra = {**kwargs.pop("openapi_extra", {}), "x-permissions": sorted(permissions)}
     return app.api_route(
         path,
         methods=[method],
         dependencies=[requires(*permissions)],
-        openapi_extra={"x-permissions": sorted(permissions)},
+        openapi_extra=extra,
         responses=responses,
         **kwargs,
     )
