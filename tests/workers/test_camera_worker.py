@@ -139,8 +139,15 @@ def test_one_process_or_one_camera_records_on_threads(tmp_path: Path) -> None:
 
 
 def _api_cameras(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """The cameras as the running API shows them to the household's owner (API token)."""
     assert runtime.address is not None
-    with urllib.request.urlopen(f"{runtime.address.url}/api/cameras", timeout=5) as resp:
+    accounts = runtime.accounts
+    owner = next(u for u in accounts.users(runtime.settings.household) if u.role == "owner")
+    token, _ = accounts.create_token(owner.id, "test")
+    request = urllib.request.Request(
+        f"{runtime.address.url}/api/cameras", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
         return {c["name"]: c for c in json.load(resp)}
 
 

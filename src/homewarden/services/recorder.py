@@ -102,7 +102,7 @@ class CameraStatus:
         state: ``starting``, ``connected``, ``reconnecting`` (retrying after an error that may
             pass), ``failed`` (retrying after an error that needs a person: unsupported codec,
             unreadable file), or ``stopped``.
-        connected_since: UTC epoch seconds of the current connection's first packet, or None.
+        connected_since: UTC epoch seconds where the current connection's footage starts, or None.
         last_packet_at: UTC epoch seconds the last packet arrived, or None.
         fps_in: video frames per second of stream time, measured over the last ~2 s of it.
         bitrate: bits per second of stream time (video and audio), over the same window.
@@ -408,8 +408,8 @@ class CameraRecorder:
         return until
 
     def _connected(self, anchor: float, source: Source, frame_s: float) -> None:
-        """The first packets of a connection are in: record the downtime before this life
-        (once), close the outage gap, report connected."""
+        """The first segment of a connection starts at ``anchor``: record the downtime before
+        this life (once), close the outage gap there, report connected."""
         self._settle_downtime(anchor, frame_s if frame_s > 0 else DOWNTIME_TOLERANCE)
         self._close_gap(anchor)
         with self._lock:
@@ -538,6 +538,7 @@ class _Connection:
         self.vindex = source.video.index
         self.vtb = float(source.video_time_base)
         self.h264 = source.video.codec_context.name == "h264"
+        self.footage_started = False
         self.atb = float(source.audio_time_base) if source.audio_time_base is not None else 0.0
         rate = source.video.average_rate
         self.frame_s = 1.0 / float(rate) if rate else 0.0  # fallback packet duration
@@ -617,7 +618,6 @@ class _Connection:
 
     def _flush_pending(self, anchor: float, pending: list[tuple[Any, float]]) -> None:
         self.anchor = anchor
-        self.rec._connected(anchor, self.source, self.frame_s)
         for pkt, arrived in pending:
             self._packet(pkt, arrived)
         pending.clear()
@@ -654,6 +654,11 @@ class _Connection:
                     # decode it, so the segment starts at the next clean keyframe.
                     log.debug("camera %s: keyframe packet holds two pictures", rec.name)
                     return
+                if not self.footage_started:
+                    # The outage (and any downtime) ends where footage resumes: the first
+                    # segment's start, not the first packet (which may precede a keyframe).
+                    self.footage_started = True
+                    rec._connected(t, self.source, self.frame_s)
                 self._open_segment(t)
             elif t - self.seg_start >= rec.cam.segment_seconds:
                 self._close_segment(t)
