@@ -42,11 +42,14 @@ from tests.e2e.frames import (
     recorded_frame_at,
     recorded_frames,
 )
+from tests.fixtures_media import GOP_SECONDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
-#: Camera to screen on loopback (issue 3: "under 3 s").
-MAX_LIVE_LATENCY = 3.0
+#: Camera to screen on loopback, in GOPs of the footage (issue 3: "under 3 s" with the 2 s
+#: GOP of the test camera). Fragments are cut at keyframes, so a GOP is the floor; the bound
+#: is relative to it rather than an absolute time (these machines are noisy).
+MAX_LIVE_LATENCY_GOPS = 1.5
 #: A frame matches the recording when its difference to the recorded frame of that moment is
 #: at most this share of its difference to frames of other moments.
 MATCH_RATIO = 0.5
@@ -198,7 +201,7 @@ def test_live_view_changes(owner_page: Page, e2e_app: E2EApp) -> None:
     assert latencies, "no live frame could be matched to a recorded frame"
     _record("live_latency_s", [round(v, 3) for v in latencies])
     print(f"live view camera-to-screen latency: {', '.join(f'{v:.2f} s' for v in latencies)}")
-    assert max(latencies) < MAX_LIVE_LATENCY, f"live latency {latencies} s"
+    assert max(latencies) < MAX_LIVE_LATENCY_GOPS * GOP_SECONDS, f"live latency {latencies} s"
     assert min(latencies) > -1.0 / FPS - 0.2, (
         f"a frame on screen before it was recorded: {latencies}"
     )
