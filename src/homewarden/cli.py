@@ -374,15 +374,20 @@ def _live_cameras(settings: Settings, token: str) -> tuple[list[dict[str, Any]] 
     except urllib.error.HTTPError as exc:
         return None, f"the API refused {TOKEN_ENV} ({exc.code})"
     except (urllib.error.URLError, OSError, ValueError):
-        return None, "no API answered"
+        return None, f"no API answered at {address.url} (elsewhere? pass --api HOST:PORT)"
     return (data, "") if isinstance(data, list) else (None, "the API answered nonsense")
 
 
 @app.command()
-def cameras(config: ConfigOpt = None, data_dir: DataDirOpt = None, json_: JsonOpt = False) -> None:
-    """Cameras with live status (from a running API, with the token in
-    HOMEWARDEN_API_TOKEN) or config and index facts."""
-    settings = load_settings(config, data_dir=data_dir)
+def cameras(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+    api: ApiOpt = None,
+) -> None:
+    """Cameras with live status (from the running API at --api or the configured address,
+    with the token in HOMEWARDEN_API_TOKEN) or config and index facts."""
+    settings = load_settings(config, data_dir=data_dir, api=api)
     token = os.environ.get(TOKEN_ENV, "").strip()
     live, why = (None, f"no {TOKEN_ENV} set") if not token else _live_cameras(settings, token)
     if live is not None:
@@ -644,9 +649,11 @@ def user_add(
     ] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    api: ApiOpt = None,
 ) -> None:
-    """Create an account and print its one-time setup link (valid 24 h, usable once)."""
-    settings = load_settings(config, data_dir=data_dir)
+    """Create an account and print its one-time setup link (valid 24 h, usable once); pass
+    the running app's --api HOST:PORT when it is not the configured one."""
+    settings = load_settings(config, data_dir=data_dir, api=api)
     try:
         parsed = Role(role)
     except ValueError:
@@ -745,10 +752,11 @@ def user_unlock(
 
 @user_app.command("setup-link")
 def user_setup_link(
-    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None
+    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None, api: ApiOpt = None
 ) -> None:
-    """Print a new one-time setup link for an account (a forgotten password or phone)."""
-    settings = load_settings(config, data_dir=data_dir)
+    """Print a new one-time setup link for an account (a forgotten password or phone); pass
+    the running app's --api HOST:PORT when it is not the configured one."""
+    settings = load_settings(config, data_dir=data_dir, api=api)
     with _accounts(settings) as accounts:
         secret = accounts.new_setup_link(accounts.user_by_name(username).id, actor=_cli_actor())
     out.print(f"One-time setup link (valid 24 h): {_setup_url(settings, secret)}")

@@ -31,6 +31,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -322,6 +323,42 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """SQLAlchemy URL: ``database_url`` or SQLite at ``<data_dir>/homewarden.db``."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'homewarden.db').resolve()}"
+
+
+class SettingsHolder:
+    """The deployment's current :class:`Settings`, replaced whole while running.
+
+    :class:`Settings` is frozen; cameras added, edited or disabled in the app
+    (``homewarden.services.cameras``) make a new one (``model_copy``), and the runtime swaps
+    it in here. Services that read cameras take a :data:`SettingsSource` and read the holder
+    on each use, so the change reaches them at once. Reading and replacing are single
+    reference operations (atomic under the interpreter lock): a reader sees the old settings
+    or the new ones, never a mix.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def __call__(self) -> Settings:
+        """The current settings."""
+        return self._settings
+
+    def replace(self, settings: Settings) -> None:
+        """Make ``settings`` the current settings."""
+        self._settings = settings
+
+
+#: Settings fixed for the object's life, or a callable returning the current ones (a
+#: :class:`SettingsHolder`), for services built before cameras change at run time.
+SettingsSource = Settings | Callable[[], Settings]
+
+
+def settings_reader(source: SettingsSource) -> Callable[[], Settings]:
+    """A callable returning the current settings of ``source``."""
+    if isinstance(source, Settings):
+        fixed = source
+        return lambda: fixed
+    return source
 
 
 class _TomlDictSource(PydanticBaseSettingsSource):

@@ -24,12 +24,15 @@ problem documents in one place (``homewarden.web.problems``).
     │   │   ├── SourceStalledError       no packet for ``stall_timeout`` seconds
     │   │   └── UnsupportedStreamError   no video stream, or a codec we do not record
     │   └── ClipError                cannot compose a clip from the segments
-    ├── FootageUnavailableError      the demo cannot find or fetch real footage
+    ├── FootageUnavailableError      no footage to be had now: camera offline (live view), or
+    │                                the demo cannot find or fetch real footage
     ├── ModelUnavailableError        a detector model cannot be fetched, unpacked or loaded
     └── VerificationError            a proof, signature or the audit log does not check out
         ├── InvalidProofError            an inclusion or consistency proof does not verify
         ├── InvalidSignatureError        a signature does not verify, or its key is unknown
-        └── LogTamperedError             stored audit entries disagree with their tree / heads
+        ├── LogTamperedError             stored audit entries disagree with their tree / heads
+        └── PackageTamperedError         an evidence package's files or audit record disagree
+                                         with its signed manifest (changed, missing, extra)
 
 Verifiers raise a :class:`VerificationError` with the reason; they never return False.
 """
@@ -149,7 +152,8 @@ class ClipError(MediaError):
 
 
 class FootageUnavailableError(HomeWardenError):
-    """The demo cannot find real footage locally and cannot fetch it from a registry."""
+    """Footage that is asked for cannot be had now: the camera is offline or disabled (live
+    view), or the demo cannot find real footage locally nor fetch it from a registry."""
 
     code = "footage-unavailable"
 
@@ -203,3 +207,15 @@ class LogTamperedError(VerificationError):
             if bad_range is not None or first_bad_index is None
             else (first_bad_index, first_bad_index + 1)
         )
+
+
+class PackageTamperedError(VerificationError):
+    """An evidence package disagrees with its own signed manifest: a file's bytes or size
+    changed, a listed file is missing, an unlisted file is present, the manifest is malformed,
+    or its audit record is about another package. ``name`` is the file concerned, if one."""
+
+    code = "package-tampered"
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name

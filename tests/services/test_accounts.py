@@ -17,7 +17,9 @@ from homewarden.domain import accounts as rules
 from homewarden.domain.audit import Actor, ActorKind
 from homewarden.domain.permissions import PrincipalKind, Role
 from homewarden.errors import (
+    AuditUnavailableError,
     AuthenticationError,
+    DatabaseError,
     InvalidRequestError,
     TooManyAttemptsError,
 )
@@ -227,3 +229,33 @@ def test_an_address_has_a_ceiling_across_usernames(env: Env) -> None:
     assert env.accounts.login("owner", PASSWORD, HOST)  # other addresses are not affected
     env.clock.advance(rules.IP_WINDOW)
     assert env.accounts.login("owner", PASSWORD, "203.0.113.66")
+
+
+def test_support_grant_with_an_overlong_reason_is_refused_and_not_stored(env: Env) -> None:
+    """Regression: a reason too long for the audit entry was refused only after the grant
+    was stored, leaving staff support an active grant no audit entry accounts for."""
+    owner_id = env.accounts.add_user("o1", Role.OWNER, "home", actor=OPERATOR, password=PASSWORD)
+    owner = env.accounts.principal_of(owner_id.user)
+    size = env.audit.size()
+    with pytest.raises(InvalidRequestError, match="reason to 400 characters"):
+        env.accounts.grant_support(owner, 2, "x" * 490, OPERATOR)
+    assert env.accounts.support_grants("home") == []
+    assert env.audit.size() == size
+
+
+def test_a_grant_the_audit_log_cannot_record_is_taken_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = env.accounts.principal_of(
+        env.accounts.add_user("o2", Role.OWNER, "home", actor=OPERATOR, password=PASSWORD).user
+    )
+
+    def broken(*_: object, **__: object) -> None:
+        raise DatabaseError("disk I/O error")
+
+    monkeypatch.setattr(env.audit, "append", broken)
+    with pytest.raises(AuditUnavailableError, match="not granted"):
+        env.accounts.grant_support(owner, 2, "printer help", OPERATOR)
+    (grant,) = env.accounts.support_grants("home")
+    assert grant.revoked_at is not None
+    assert env.accounts.store.support_grants("home", active_at=env.clock()) == []

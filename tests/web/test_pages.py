@@ -645,3 +645,28 @@ def test_settings_pages_render_for_the_owner(site: Site) -> None:
         "porch",
     ]
     assert "s3cret" not in c.get("/settings/cameras").text
+
+
+def test_a_mistyped_totp_code_keeps_the_secret_being_enrolled(site: Site) -> None:
+    """Regression: one wrong code on Settings -> Account made a new secret, so the code of
+    the authenticator the user had already scanned could never match again."""
+    add_user(site.ctx, "tess")
+    c = site.client()
+    token = sign_in(c, "tess")
+    page = Html.of(c.get("/settings/account").text)
+    secret = page.text("totp-secret")[0]
+    wrong = c.post(
+        "/settings/account/totp", data={"secret": secret, "code": "000000", "csrf_token": token}
+    )
+    assert wrong.status_code == 400
+    assert Html.of(wrong.text).text("totp-secret") == [secret]
+    code = pyotp.TOTP(secret).at(site.clock.now)
+    if code == "000000":
+        code = pyotp.TOTP(secret).at(site.clock.now + 30)
+        site.clock.now += 30
+    ok = c.post(
+        "/settings/account/totp",
+        data={"secret": secret, "code": code, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303, ok.text

@@ -57,6 +57,12 @@ class Site:
     def owner_client(self) -> TestClient:
         return token_client(self.app, self.ctx, self.owner)
 
+    def owner_session(self) -> TestClient:
+        """The owner signed in with a session (API tokens cannot manage grants)."""
+        c = client(self.app)
+        c.headers[CSRF_HEADER] = login(c, self.owner.username)["csrf_token"]
+        return c
+
 
 @pytest.fixture
 def site(index: Index, database_url: str, footage: Footage) -> Iterator[Site]:
@@ -185,9 +191,43 @@ def test_login_needs_the_double_submit_token(site: Site) -> None:
 
 
 def test_token_requests_need_no_csrf_token(site: Site) -> None:
-    resp = site.owner_client().post("/api/tokens", json={"name": "script"})
-    assert resp.status_code == 201, resp.text
-    assert resp.json()["secret"].startswith("hw_")
+    resp = site.owner_client().put("/api/push/preferences", json={"enabled": False})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/tokens", {"name": "another"}),
+        ("GET", "/api/tokens", None),
+        ("POST", "/api/users", {"username": "eve"}),
+        ("GET", "/api/users", None),
+        ("POST", "/api/support-grants", {"hours": 1, "reason": "help"}),
+    ],
+)
+def test_an_api_token_cannot_mint_tokens_accounts_or_grants(
+    site: Site, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    """Regression: a bearer token could create another token (which outlived the first one's
+    revocation) and a second owner; tokens never manage credentials, accounts or grants."""
+    resp = site.owner_client().request(method, path, json=body)
+    _problem(resp, 403, "permission-denied")
+
+
+def test_the_api_adds_members_only(site: Site) -> None:
+    """Owners and staff are made at the machine's shell, never over the network."""
+    c = client(site.app)
+    me = login(c, "owner")
+    owner = c.post(
+        "/api/users",
+        json={"username": "eve", "role": "owner"},
+        headers={CSRF_HEADER: me["csrf_token"]},
+    )
+    assert owner.status_code == 422, owner.text
+    member = c.post("/api/users", json={"username": "eve"}, headers={CSRF_HEADER: me["csrf_token"]})
+    assert member.status_code == 201, member.text
+    assert member.json()["user"]["role"] == "member"
 
 
 # -- sessions and cookies ----------------------------------------------------------------
@@ -437,7 +477,7 @@ def test_member_without_a_grant_does_not_see_the_camera(site: Site) -> None:
     _problem(m.get("/api/cameras/barn"), 404, "not-found")  # another household
     _problem(m.get("/api/users"), 403, "permission-denied")  # owners manage users
     # the owner grants front: now it is visible
-    owner = site.owner_client()
+    owner = site.owner_session()
     granted = owner.put(f"/api/users/{member.id}/cameras/front")
     assert granted.status_code == 200, granted.text
     assert granted.json()["cameras"] == ["front", "porch"]
@@ -466,7 +506,7 @@ def test_support_sees_footage_only_while_the_owner_grants_it(site: Site) -> None
     _problem(s.get(clip[0], params=clip[1]), 403, "permission-denied")
     _problem(s.get("/api/cameras/front"), 403, "permission-denied")
     assert _footage_entries(site) == []
-    made = site.owner_client().post(
+    made = site.owner_session().post(
         "/api/support-grants", json={"hours": 1, "reason": "camera keeps dropping"}
     )
     assert made.status_code == 201, made.text
@@ -487,14 +527,14 @@ def test_support_sees_footage_only_while_the_owner_grants_it(site: Site) -> None
     _problem(s.get(clip[0], params=clip[1]), 403, "permission-denied")
     assert s.get("/api/cameras").json() == []
     assert len(_footage_entries(site)) == 2
-    listed = site.owner_client().get("/api/support-grants").json()
+    listed = site.owner_session().get("/api/support-grants").json()
     assert [(g["id"], g["active"]) for g in listed] == [(grant["id"], False)]
 
 
 def test_a_revoked_support_grant_ends_access_at_once(site: Site) -> None:
     staff = add_user(site.ctx, "helpdesk", Role.SUPPORT, None)
     s = token_client(site.app, site.ctx, staff)
-    owner = site.owner_client()
+    owner = site.owner_session()
     grant = owner.post("/api/support-grants", json={"hours": 2, "reason": "help"}).json()
     assert s.get(f"/api/events/{site.events['front']}").status_code == 200
     assert owner.delete(f"/api/support-grants/{grant['id']}").json()["active"] is False

@@ -25,6 +25,8 @@ from homewarden.errors import InvalidRequestError
 #: works), 1-64 characters, starting with a letter or digit.
 USERNAME_RE = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 PASSWORD_MIN = 10
+#: Longest display name, characters.
+DISPLAY_NAME_MAX = 100
 #: SP 800-63B: allow at least 64; more than this is refused only to bound hashing work.
 PASSWORD_MAX = 1024
 
@@ -48,6 +50,9 @@ STAFF_SESSION_ABSOLUTE = 12 * 3600.0
 MFA_PENDING = 5 * 60.0
 #: How long a one-time setup link stays valid, seconds.
 SETUP_LINK_TTL = 24 * 3600.0
+#: Longest reason an owner can give for a support grant, characters (it goes into the audit
+#: entry's reason with the grant id and length: see domain.audit.MAX_REASON = 500).
+SUPPORT_REASON_MAX = 400
 #: Longest support grant an owner can give, seconds.
 SUPPORT_GRANT_MAX = 7 * 86400.0
 

@@ -33,6 +33,7 @@ from homewarden.errors import NotFoundError, PermissionDeniedError
 class Permission(StrEnum):
     """Every permission a route or use-case can declare: ``scope:resource:action``, sorted."""
 
+    ACCOUNTS_CREDENTIAL_MANAGE = "accounts:credential:manage"
     ACCOUNTS_SELF_MANAGE = "accounts:self:manage"
     ACCOUNTS_SESSION_CREATE = "accounts:session:create"
     ACCOUNTS_SUPPORT_GRANT_MANAGE = "accounts:support-grant:manage"
@@ -124,6 +125,7 @@ class Principal:
 
 _VIEWER = frozenset(
     {
+        Permission.ACCOUNTS_CREDENTIAL_MANAGE,
         Permission.ACCOUNTS_SELF_MANAGE,
         Permission.CAMERAS_CAMERA_READ,
         Permission.CAMERAS_STATUS_READ,
@@ -138,6 +140,7 @@ _VIEWER = frozenset(
 )
 _STAFF = frozenset(
     {
+        Permission.ACCOUNTS_CREDENTIAL_MANAGE,
         Permission.ACCOUNTS_SELF_MANAGE,
         Permission.SYSTEM_HEALTH_READ,
         Permission.SYSTEM_OPENAPI_READ,
@@ -174,6 +177,17 @@ GRANTS: dict[Role, frozenset[Permission]] = {
     Role.CUSTODIAN: _STAFF,
 }
 
+#: What an API token never holds, whatever its account's role: managing credentials (tokens,
+#: password, TOTP), accounts and grants. A stolen token must not mint lasting access (a new
+#: token, a new owner) that outlives its own revocation; scripts read and watch footage.
+TOKEN_EXCLUDED = frozenset(
+    {
+        Permission.ACCOUNTS_CREDENTIAL_MANAGE,
+        Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE,
+        Permission.ACCOUNTS_USER_MANAGE,
+    }
+)
+
 #: The local operator at the machine's shell may do what an owner may.
 LOCAL_OPERATOR_GRANTS = GRANTS[Role.OWNER]
 
@@ -200,6 +214,8 @@ def held_permissions(principal: Principal) -> frozenset[Permission]:
     held = set(ANONYMOUS_GRANTS)
     if principal.kind is PrincipalKind.USER and principal.role is not None:
         held |= GRANTS.get(principal.role, frozenset())
+        if principal.via_token:
+            held -= TOKEN_EXCLUDED
     elif principal.kind is PrincipalKind.LOCAL_OPERATOR:
         held |= LOCAL_OPERATOR_GRANTS
     return frozenset(held)
@@ -207,8 +223,8 @@ def held_permissions(principal: Principal) -> frozenset[Permission]:
 
 def is_allowed(principal: Principal, permission: Permission | str) -> bool:
     """Whether ``principal`` holds ``permission``: a known :class:`Permission` that its role
-    (or :data:`ANONYMOUS_GRANTS`) grants. A user principal without a role holds only what
-    anonymous callers hold."""
+    (or :data:`ANONYMOUS_GRANTS`) grants, less :data:`TOKEN_EXCLUDED` for an API token. A user
+    principal without a role holds only what anonymous callers hold."""
     try:
         perm = Permission(permission)
     except ValueError:

@@ -35,7 +35,7 @@ import nacl.exceptions
 import nacl.pwhash
 import pyotp
 
-from homewarden.config import Settings
+from homewarden.config import Settings, SettingsSource, settings_reader
 from homewarden.domain import accounts as rules
 from homewarden.domain.audit import Actor, ActorKind, AuditTag
 from homewarden.domain.permissions import (
@@ -45,7 +45,9 @@ from homewarden.domain.permissions import (
     SupportGrant,
 )
 from homewarden.errors import (
+    AuditUnavailableError,
     AuthenticationError,
+    HomeWardenError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -129,7 +131,8 @@ class AccountService:
     Args:
         index: a migrated index (its engine is shared).
         audit: where account events are written.
-        settings: for the deployment's household and cameras.
+        settings: for the deployment's household and cameras (a
+            :class:`~homewarden.config.SettingsHolder` when cameras change at run time).
         clock: now as UTC epoch seconds.
     """
 
@@ -137,15 +140,20 @@ class AccountService:
         self,
         index: Index,
         audit: AuditLog,
-        settings: Settings,
+        settings: SettingsSource,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = AccountStore(index)
         self._audit = audit
-        self._settings = settings
+        self._read_settings = settings_reader(settings)
         self._clock = clock
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self._lock = threading.Lock()
+
+    @property
+    def _settings(self) -> Settings:
+        # Read on each use: cameras change at run time (config.SettingsHolder).
+        return self._read_settings()
 
     @property
     def household(self) -> str:
@@ -224,6 +232,10 @@ class AccountService:
                 raise InvalidRequestError(f"a {role} belongs to a household")
             if household not in {h for h, _ in self._store.households()}:
                 raise NotFoundError(f"no household {household!r}")
+        if len(display_name) > rules.DISPLAY_NAME_MAX:
+            raise InvalidRequestError(
+                f"a display name has at most {rules.DISPLAY_NAME_MAX} characters"
+            )
         if password is not None:
             rules.check_new_password(password, name)
         if self._store.user_by_name(name) is not None:
@@ -713,7 +725,11 @@ class AccountService:
         if member.household_id != owner.household or owner.household is None:
             raise NotFoundError(f"no user {member_id}")
         if member.role != Role.MEMBER:
-            raise InvalidRequestError(f"{member.username} is a {member.role}, not a member")
+            raise InvalidRequestError(
+                f"{member.username} is an {member.role}, not a member"
+                if member.role == Role.OWNER
+                else f"{member.username} is a {member.role}, not a member"
+            )
         return member
 
     def _owned_camera(self, owner: Principal, camera: str) -> None:
@@ -732,13 +748,20 @@ class AccountService:
         member = self._owned_member(owner, member_id)
         self._owned_camera(owner, camera)
         if self._store.grant_camera(member.id, camera, owner.user_id or 0, self._clock()):
-            self._audit.append(
-                AuditTag.ACCOUNT_CAMERA_GRANT,
-                actor,
-                f"{camera} to {member.username}",
-                camera=camera,
-                household=owner.household,
-            )
+            try:
+                self._audit.append(
+                    AuditTag.ACCOUNT_CAMERA_GRANT,
+                    actor,
+                    f"{camera} to {member.username}",
+                    camera=camera,
+                    household=owner.household,
+                )
+            except HomeWardenError as exc:
+                # No access is granted unaccounted for: take the grant back.
+                self._store.revoke_camera(member.id, camera)
+                raise AuditUnavailableError(
+                    f"the grant was not made: it cannot be written to the audit log ({exc})"
+                ) from exc
 
     def revoke_camera(self, owner: Principal, member_id: int, camera: str, actor: Actor) -> None:
         """Withdraw a member's camera grant (no error when there was none)."""
@@ -775,18 +798,29 @@ class AccountService:
         reason = reason.strip()
         if not reason:
             raise InvalidRequestError("say why support needs access")
+        if len(reason) > rules.SUPPORT_REASON_MAX:
+            raise InvalidRequestError(
+                f"keep the reason to {rules.SUPPORT_REASON_MAX} characters (it has {len(reason)})"
+            )
         now = self._clock()
         grant = self._store.add_support_grant(
             owner.household, owner.user_id or 0, reason, now, now + seconds
         )
-        self._audit.append(
-            AuditTag.ACCOUNT_SUPPORT_GRANT,
-            actor,
-            f"grant {grant.id} for {hours:g} h: {reason}",
-            start=now,
-            end=now + seconds,
-            household=owner.household,
-        )
+        try:
+            self._audit.append(
+                AuditTag.ACCOUNT_SUPPORT_GRANT,
+                actor,
+                f"grant {grant.id} for {hours:g} h: {reason}",
+                start=now,
+                end=now + seconds,
+                household=owner.household,
+            )
+        except HomeWardenError as exc:
+            # No access is granted unaccounted for: end the grant before anyone can use it.
+            self._store.revoke_support_grant(grant.id, now)
+            raise AuditUnavailableError(
+                f"support access was not granted: it cannot be written to the audit log ({exc})"
+            ) from exc
         return grant
 
     def revoke_support(self, owner: Principal, grant_id: int, actor: Actor) -> SupportGrantRecord:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from homewarden.config import Settings
+from homewarden.config import Settings, SettingsSource, settings_reader
 from homewarden.domain.audit import Actor, AuditTag
 from homewarden.domain.permissions import Access, CameraAccess, Principal, camera_access
 from homewarden.errors import (
@@ -294,7 +294,8 @@ class LiveService:
     """Live view and latest snapshot of cameras (see the module docstring).
 
     Args:
-        settings: for the media dir, cameras and their households.
+        settings: for the media dir, cameras and their households (a
+            :class:`~homewarden.config.SettingsHolder` when cameras change at run time).
         index: for the camera list and the open gaps quoted when a camera is offline.
         clock: now as UTC epoch seconds (audit entries, the snapshot audit window).
         audit: the audit log every live view and snapshot is written to.
@@ -304,7 +305,7 @@ class LiveService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SettingsSource,
         index: Index,
         clock: Callable[[], float] = time.time,
         *,
@@ -312,16 +313,21 @@ class LiveService:
         wait_seconds: float = WAIT_SECONDS,
         offline_seconds: float = OFFLINE_SECONDS,
     ) -> None:
-        self._settings = settings
+        self._read_settings = settings_reader(settings)
         self.wait_seconds = wait_seconds
         self.offline_seconds = offline_seconds
         self._index = index
         self._clock = clock
         self._audit = audit
-        self.media_dir = settings.media_dir
+        self.media_dir = self._settings.media_dir
         self._snap_lock = threading.Lock()
         self._snap_logged: dict[tuple[str, str, str], float] = {}
         self._jpeg_cache: dict[str, tuple[tuple[Path, int, int], tuple[bytes, float]]] = {}
+
+    @property
+    def _settings(self) -> Settings:
+        # Read on each use: cameras change at run time (config.SettingsHolder).
+        return self._read_settings()
 
     # cameras and access
 

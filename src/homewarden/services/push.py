@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid
 from pywebpush import WebPushException, webpush
 
-from homewarden.config import Settings
+from homewarden.config import Settings, SettingsSource, settings_reader
 from homewarden.domain import notify as rules
 from homewarden.domain.permissions import Permission, Principal, camera_access, is_allowed
 from homewarden.errors import (
@@ -312,7 +312,8 @@ class PushService:
 
     Args:
         accounts: the account service (its store holds subscriptions and preferences).
-        settings: for ``keys_dir``, cameras (households, zones) and ``api.public_url``.
+        settings: for ``keys_dir``, cameras (households, zones) and ``api.public_url`` (a
+            :class:`~homewarden.config.SettingsHolder` when cameras change at run time).
         clock: now as UTC epoch seconds (decisions; the VAPID JWT uses the real clock, since
             push services check it against theirs).
         subject: the VAPID ``sub`` contact; default ``api.public_url`` when it is an https
@@ -325,7 +326,7 @@ class PushService:
     def __init__(
         self,
         accounts: AccountService,
-        settings: Settings,
+        settings: SettingsSource,
         clock: Callable[[], float] = time.time,
         *,
         subject: str | None = None,
@@ -333,11 +334,11 @@ class PushService:
         timeout: float = SEND_TIMEOUT,
     ) -> None:
         self._accounts = accounts
-        self._settings = settings
+        self._read_settings = settings_reader(settings)
         self._clock = clock
         self._allow_http = allow_http_endpoints
         self._timeout = timeout
-        self._key = load_or_create_vapid_key(settings.keys_dir)
+        self._key = load_or_create_vapid_key(self._settings.keys_dir)
         self._vapid = Vapid(private_key=self._key)
         public = self._key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
@@ -365,8 +366,13 @@ class PushService:
 
     @property
     def settings(self) -> Settings:
-        """The deployment's settings."""
+        """The deployment's settings (the current ones)."""
         return self._settings
+
+    @property
+    def _settings(self) -> Settings:
+        # Read on each use: cameras change at run time (config.SettingsHolder).
+        return self._read_settings()
 
     @property
     def clock(self) -> Callable[[], float]:

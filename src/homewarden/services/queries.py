@@ -36,7 +36,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from homewarden import __version__
-from homewarden.config import Settings
+from homewarden.config import Settings, SettingsSource, settings_reader
 from homewarden.domain import permissions
 from homewarden.domain.audit import Actor, AuditTag
 from homewarden.domain.permissions import Access, CameraAccess, Principal
@@ -363,12 +363,18 @@ def _no_statuses() -> Mapping[str, CameraStatusLike]:
     return {}
 
 
+#: A player's byte-range requests of one clip are one viewing: audited once per actor and
+#: span within this many seconds (a download is audited every time).
+PLAYBACK_AUDIT_SECONDS = 300.0
+
+
 class Queries:
     """Read use-cases over one :class:`Index` (see the module docstring).
 
     Args:
         index: a migrated index.
-        settings: for the configured cameras and the media, snapshot and cache dirs.
+        settings: for the configured cameras and the media, snapshot and cache dirs; a
+            :class:`~homewarden.config.SettingsHolder` when cameras change at run time.
         statuses: live recorder statuses (the runtime's recorders); none when no recorder
             runs in this process (CLI read commands).
         clock: returns now as UTC epoch seconds.
@@ -379,7 +385,7 @@ class Queries:
     def __init__(
         self,
         index: Index,
-        settings: Settings,
+        settings: SettingsSource,
         statuses: StatusSource = _no_statuses,
         clock: Callable[[], float] = time.time,
         *,
@@ -387,12 +393,18 @@ class Queries:
     ) -> None:
         self._index = index
         self._audit = audit
-        self._settings = settings
+        self._read_settings = settings_reader(settings)
         self._statuses = statuses
         self._clock = clock
-        self._clip_dir = settings.cache_dir / "clips"
+        self._clip_dir = self._settings.cache_dir / "clips"
         self._clip_lock = threading.Lock()
         self._clip_infos: dict[Path, ClipInfo] = {}
+        self._playback_audited: dict[tuple[Actor, str, float, float], float] = {}
+
+    @property
+    def _settings(self) -> Settings:
+        # Read on each use: cameras change at run time (config.SettingsHolder).
+        return self._read_settings()
 
     # cameras
 
@@ -713,10 +725,18 @@ class Queries:
     # clips
 
     def event_clip(
-        self, event_id: int, *, actor: Actor, reason: str, viewer: Principal | None = None
+        self,
+        event_id: int,
+        *,
+        actor: Actor,
+        reason: str,
+        viewer: Principal | None = None,
+        playback: bool = False,
     ) -> ClipFile:
         """A clip of an event, from its start to its end (or the newest footage while open),
-        for ``actor`` because of ``reason``; audited as ``footage:clip:download``.
+        for ``actor`` because of ``reason``; audited as ``footage:clip:download``, or with
+        ``playback`` (a player's byte-range request) as ``footage:playback:view`` once per
+        viewer and span per :data:`PLAYBACK_AUDIT_SECONDS` (see :meth:`range_clip`).
 
         Raises:
             NotFoundError: no such event (or one of another household), or no footage for it.
@@ -736,7 +756,7 @@ class Queries:
         if end <= ev.start:
             raise NotFoundError(f"event {event_id} has no footage span")
         clip = self._cached_clip(ev.camera, ev.start, end)
-        self._audit_clip(clip, actor, _grounded(reason, access), event=ev.id)
+        self._audit_clip(clip, actor, _grounded(reason, access), event=ev.id, playback=playback)
         return clip
 
     def range_clip(
@@ -748,10 +768,14 @@ class Queries:
         actor: Actor,
         reason: str,
         viewer: Principal | None = None,
+        playback: bool = False,
     ) -> ClipFile:
         """A clip of ``camera`` over ``[start, end]``, remuxed (never re-encoded) from the
         segments into the clip cache and reused for :data:`CLIP_CACHE_SECONDS`, for ``actor``
-        because of ``reason``; every call (each Range request of a player too) is audited as
+        because of ``reason``. With ``playback`` (a player fetching byte ranges to show the
+        footage) the access is audited as ``footage:playback:view``, once per actor and span
+        per :data:`PLAYBACK_AUDIT_SECONDS` (a player asks for many ranges of one viewing);
+        otherwise every call is audited as
         ``footage:clip:download`` of the span the clip really covers.
 
         Raises:
@@ -767,14 +791,32 @@ class Queries:
         self._check_clip_span(start, end)
         access = self._require_camera(camera, viewer)
         clip = self._cached_clip(camera, start, end)
-        self._audit_clip(clip, actor, _grounded(reason, access))
+        self._audit_clip(clip, actor, _grounded(reason, access), playback=playback)
         return clip
 
     def _audit_clip(
-        self, clip: ClipFile, actor: Actor, reason: str, *, event: int | None = None
+        self,
+        clip: ClipFile,
+        actor: Actor,
+        reason: str,
+        *,
+        event: int | None = None,
+        playback: bool = False,
     ) -> None:
+        if playback:
+            key = (actor, clip.camera, clip.start, clip.end)
+            now = self._clock()
+            with self._clip_lock:
+                last = self._playback_audited.get(key)
+                if last is not None and now - last < PLAYBACK_AUDIT_SECONDS:
+                    return
+                self._playback_audited = {
+                    k: t
+                    for k, t in self._playback_audited.items()
+                    if now - t < PLAYBACK_AUDIT_SECONDS
+                }
         self._account(
-            AuditTag.FOOTAGE_CLIP_DOWNLOAD,
+            AuditTag.FOOTAGE_PLAYBACK_VIEW if playback else AuditTag.FOOTAGE_CLIP_DOWNLOAD,
             actor,
             reason,
             camera=clip.camera,
@@ -782,6 +824,9 @@ class Queries:
             end=clip.end,
             event=event,
         )
+        if playback:
+            with self._clip_lock:
+                self._playback_audited[key] = now
 
     def _cached_clip(self, camera: str, start: float, end: float) -> ClipFile:
         self._check_clip_span(start, end)

@@ -1,9 +1,11 @@
 """The recorders of every enabled camera, started and stopped together.
 
 :class:`RecorderGroup` is what :class:`~homewarden.services.runtime.Runtime` needs of them:
-start, a status per camera, stop. :class:`ThreadRecorderGroup` runs each camera's
-:class:`~homewarden.services.recorder.CameraRecorder` as a thread of this process, sharing the
-runtime's index; it is the default, and what one camera or ``recorder.processes = 1`` uses.
+start, a status per camera, :meth:`~RecorderGroup.update` to new settings while running (only
+the cameras whose settings changed are stopped or started), stop. :class:`ThreadRecorderGroup`
+runs each camera's :class:`~homewarden.services.recorder.CameraRecorder` as a thread of this
+process, sharing the runtime's index; it is the default, and what one camera or
+``recorder.processes = 1`` uses.
 Recorder worker processes (``homewarden.workers.camera_worker``) implement the same protocol;
 the layers above services hand them to the runtime as a :data:`RecorderGroupFactory`, since
 services may not import workers.
@@ -12,6 +14,7 @@ services may not import workers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +29,10 @@ from homewarden.store.lockfile import DataDirLock
 
 log = logging.getLogger(__name__)
 
+#: Seconds a recorder whose camera changed gets to finish its segment before its successor
+#: starts (a stuck one is logged and left to end on its own).
+UPDATE_STOP_TIMEOUT = 10.0
+
 
 class RecorderGroup(Protocol):
     """The cameras' recorders as one thing to start, watch and stop."""
@@ -35,6 +42,12 @@ class RecorderGroup(Protocol):
 
     def statuses(self) -> Mapping[str, CameraStatusLike]:
         """Live status of every recorder, by camera name (thread-safe)."""
+
+    def update(self, settings: Settings) -> None:
+        """Record the enabled cameras of ``settings`` from now on: a camera whose
+        :class:`CameraSettings` changed is restarted with the new ones (finishing its segment
+        in progress), a removed or disabled one stopped, a new one started; the others go on
+        untouched. Thread-safe; may return before a restarted camera records again."""
 
     def stop(self, timeout: float) -> None:
         """Stop every recorder, each finishing its segment in progress, within ``timeout`` s.
@@ -67,6 +80,16 @@ class RecorderGroupFactory(Protocol):
 def enabled_cameras(settings: Settings) -> dict[str, CameraSettings]:
     """The cameras to record: every configured camera not disabled, in configuration order."""
     return {name: cam for name, cam in settings.cameras.items() if cam.enabled}
+
+
+def changed_cameras(
+    old: Mapping[str, CameraSettings], new: Mapping[str, CameraSettings]
+) -> tuple[list[str], list[str]]:
+    """What to stop and what to start going from recording ``old`` to ``new`` (camera name
+    -> settings): ``(stop, start)``; a camera whose settings differ is in both."""
+    stop = [name for name, cam in old.items() if new.get(name) != cam]
+    start = [name for name, cam in new.items() if old.get(name) != cam]
+    return stop, start
 
 
 def build_recorders(
@@ -143,17 +166,23 @@ class ThreadRecorderGroup:
         for name, cam in settings.cameras.items():
             if not cam.enabled:
                 log.info("camera %s is disabled", name)
+        self._index = index
+        self._clock = clock
+        self._cameras = enabled_cameras(settings)
         self._recorders = build_recorders(
-            enabled_cameras(settings),
+            self._cameras,
             media_dir=settings.media_dir,
             snapshot_dir=settings.snapshot_dir,
             models_dir=settings.cache_dir / "models",
             index=index,
             clock=clock,
         )
+        self._started = False
+        self._update_lock = threading.Lock()  # one update at a time; statuses() never waits
 
     def start(self) -> None:
         """Start one recorder thread per camera."""
+        self._started = True
         for i, (name, rec) in enumerate(self._recorders.items()):
             if i and self._start_spread > 0:
                 time.sleep(self._start_spread / len(self._recorders))
@@ -164,6 +193,42 @@ class ThreadRecorderGroup:
         """Each recorder's :meth:`CameraRecorder.status`, by camera name."""
         return {name: rec.status() for name, rec in self._recorders.items()}
 
+    def update(self, settings: Settings, timeout: float = UPDATE_STOP_TIMEOUT) -> None:
+        """See :meth:`RecorderGroup.update`; the changed cameras' recorders are stopped
+        (up to ``timeout`` s, or the camera's ``stall_timeout`` and 2 s if longer, finishing
+        their segments) before their successors start, so two recorders never write one
+        camera: a recorder still running after that is logged and its successor not started
+        (the camera records again at the next update or start)."""
+        with self._update_lock:
+            new = enabled_cameras(settings)
+            stop, start = changed_cameras(self._cameras, new)
+            if not stop and not start:
+                return
+            # A recorder blocked on a silent read ends once its stall timeout passes.
+            wait = max([timeout] + [self._cameras[n].stall_timeout + 2.0 for n in stop])
+            late = set(stop_recorders({n: self._recorders[n] for n in stop}, wait))
+            for name in sorted(late & set(start)):
+                log.error("camera %s: its old recorder still runs; not starting a second", name)
+            started = build_recorders(
+                {n: new[n] for n in start if n not in late},
+                media_dir=settings.media_dir,
+                snapshot_dir=settings.snapshot_dir,
+                models_dir=settings.cache_dir / "models",
+                index=self._index,
+                clock=self._clock,
+            )
+            kept = {n: r for n, r in self._recorders.items() if n not in stop}
+            self._cameras = {n: cam for n, cam in new.items() if n not in late}
+            self._recorders = {**kept, **started}  # one assignment: statuses() sees old or new
+            for name in stop:
+                log.info("camera %s stopped (%s)", name, "changed" if name in new else "disabled")
+            if self._started:
+                for name, rec in started.items():
+                    rec.start()
+                    log.info("camera %s started", name)
+
     def stop(self, timeout: float) -> None:
         """Stop every recorder (see :func:`stop_recorders`)."""
-        stop_recorders(self._recorders, timeout)
+        with self._update_lock:
+            self._started = False  # an update after this starts nothing
+            stop_recorders(self._recorders, timeout)

@@ -13,7 +13,9 @@
    generated at first run) and starts the tree-head loop (a signed tree head at once, then
    every ``audit.sth_interval`` s when the log grew, and a last one at stop); opens the
    accounts (:class:`~homewarden.services.accounts.AccountService`): at first run the owner
-   account is created and a one-time setup link logged (:attr:`Runtime.setup_link`);
+   account is created and a one-time setup link logged (:attr:`Runtime.setup_link`); loads
+   the cameras saved in the app (:class:`~homewarden.services.cameras.CameraAdmin`) over the
+   config file's, so the recorders start with the effective cameras;
 5. starts the cameras' recorders: a :class:`~homewarden.services.recorder_group.RecorderGroup`
    built by ``recorder_pool_factory`` (the CLI passes recorder worker processes,
    :func:`homewarden.workers.camera_worker.recorder_pool`), or by default one
@@ -22,6 +24,11 @@
 7. with the API: starts the Web Push notifier
    (:class:`~homewarden.services.push.PushNotifier`; its VAPID key is made at first run) and
    serves the API with uvicorn on the bound socket in a thread.
+
+Cameras changed in the app while running take effect at once (:meth:`Runtime.apply_cameras`):
+the runtime's current settings live in a :class:`~homewarden.config.SettingsHolder` that the
+queries, accounts, live view, push and retention read on each use, and the recorder group is
+updated (only the cameras whose settings changed are restarted).
 
 The web and workers layers sit above services, so the API app and the recorder pool are handed
 in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`, which
@@ -49,10 +56,11 @@ from types import FrameType
 import uvicorn
 from starlette.types import ASGIApp
 
-from homewarden.config import Settings
+from homewarden.config import Settings, SettingsHolder
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
+from homewarden.services.cameras import CameraAdmin
 from homewarden.services.push import PushNotifier, PushService
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
@@ -124,6 +132,9 @@ class AppContext:
     """What the web app is built over: the runtime's open services.
 
     ``public_url``: where users reach the app (``api.public_url``, else the bound address).
+    ``settings`` are those at start; cameras change while running, so read them through
+    :meth:`current_settings`. ``cameras``: camera management (None: the web app makes one
+    whose changes take effect at the next start).
     """
 
     settings: Settings
@@ -134,6 +145,11 @@ class AppContext:
     clock: Callable[[], float]
     public_url: str
     push: PushService | None = None
+    cameras: CameraAdmin | None = None
+
+    def current_settings(self) -> Settings:
+        """The settings now, with the cameras as last changed in the app."""
+        return self.settings if self.cameras is None else self.cameras.current()
 
 
 class Runtime:
@@ -157,7 +173,8 @@ class Runtime:
         recorder_pool_factory: RecorderGroupFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
+        self._base = settings  # the config file's; the app's cameras are overlaid at start
+        self._holder = SettingsHolder(settings)
         self._clock = clock
         self._app_factory = app_factory
         self._recorder_pool_factory: RecorderGroupFactory = (
@@ -170,6 +187,7 @@ class Runtime:
         self._sth_thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._accounts: AccountService | None = None
+        self._cameras: CameraAdmin | None = None
         self._setup_link: str | None = None
         self._push: PushService | None = None
         self._notifier: PushNotifier | None = None
@@ -183,6 +201,33 @@ class Runtime:
         self._started = False
 
     # public surface
+
+    @property
+    def settings(self) -> Settings:
+        """The current settings: the config file's, with the cameras saved in the app once
+        started (see :meth:`apply_cameras`)."""
+        return self._holder()
+
+    @property
+    def cameras(self) -> CameraAdmin:
+        """Camera management (its changes are applied to this runtime).
+
+        Raises:
+            RuntimeError: not started.
+        """
+        if self._cameras is None:
+            raise RuntimeError("runtime not started")
+        return self._cameras
+
+    def apply_cameras(self, settings: Settings) -> None:
+        """Make ``settings`` (the same deployment, with other cameras) current: every service
+        reading the runtime's settings sees them at once, and the recorders of cameras whose
+        settings changed are restarted, those removed or disabled stopped, new ones started
+        (:meth:`RecorderGroup.update`). Called by :class:`CameraAdmin` after each change."""
+        self._holder.replace(settings)
+        recorders = self._recorders
+        if recorders is not None:
+            recorders.update(settings)
 
     @property
     def address(self) -> ApiAddress | None:
@@ -241,7 +286,7 @@ class Runtime:
 
     def queries(self) -> Queries:
         """Read use-cases over this runtime's index and recorders."""
-        return Queries(self.index, self.settings, self.statuses, self._clock, audit=self.audit)
+        return Queries(self.index, self._holder, self.statuses, self._clock, audit=self.audit)
 
     def start(self) -> ApiAddress | None:
         """Start everything (see the module docstring); returns the API address.
@@ -309,6 +354,7 @@ class Runtime:
         self._sock = None
         self._audit = None
         self._accounts = None
+        self._cameras = None
         self._index = None
 
     def run(
@@ -359,8 +405,12 @@ class Runtime:
             log.info("index reconciled with %s: %s", s.media_dir, report)
         self._audit = AuditLog.open(s.db_url, s.keys_dir, household=s.household, clock=self._clock)
         self._audit.ensure_key()
-        self._accounts = AccountService(self._index, self._audit, s, clock=self._clock)
+        self._cameras = CameraAdmin(
+            self._index, self._audit, self._base, apply=self.apply_cameras, clock=self._clock
+        )
+        self._accounts = AccountService(self._index, self._audit, self._holder, clock=self._clock)
         secret = self._accounts.bootstrap_owner()
+        s = self._cameras.load()  # the effective cameras, before any recorder starts
         self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
         self._sth_thread.start()
         self._recorders = self._recorder_pool_factory(s, self._index, self._clock, lock=self._lock)
@@ -374,7 +424,7 @@ class Runtime:
             if secret is not None:
                 self._setup_link = f"{self.public_url()}/setup?token={secret}"
                 log.warning("first run: set the owner's password at %s", self._setup_link)
-            self._push = PushService(self._accounts, s, clock=self._clock)
+            self._push = PushService(self._accounts, self._holder, clock=self._clock)
             self._notifier = PushNotifier(self._push, self._index)
             self._notifier.start()
             self._start_api(self._app_factory)
@@ -408,6 +458,7 @@ class Runtime:
             clock=self._clock,
             public_url=self.public_url(),
             push=self._push,
+            cameras=self._cameras,
         )
 
     def _start_api(self, app_factory: Callable[[AppContext], ASGIApp]) -> None:

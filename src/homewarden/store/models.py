@@ -333,3 +333,22 @@ class NotifyCursorRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_event_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class CameraSettingsRow(Base):
+    """A camera's settings as the household's owner set them in the app (migration 0004).
+
+    ``settings`` holds the fields of :class:`homewarden.config.CameraSettings` as JSON; a row
+    for a camera of the config file replaces that camera's settings, any other row is a camera
+    added in the app. ``updated_by`` is the account id of the owner who saved it last (NULL:
+    no account, e.g. the local operator).
+    """
+
+    __tablename__ = "camera_settings"
+    __table_args__ = (Index("ix_camera_settings_household", "household_id"),)
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Double)
+    updated_by: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -51,7 +51,7 @@ from homewarden.services.queries import (
     parse_time,
 )
 from homewarden.services.runtime import AppContext
-from homewarden.web import auth_routes, live, pages, push_routes
+from homewarden.web import auth_routes, camera_routes, live, pages, push_routes
 from homewarden.web.deps import caller, undeclared_routes
 from homewarden.web.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -145,8 +145,20 @@ def _clip_response(clip: ClipFile) -> FileResponse:
             "X-Clip-Duration": f"{clip.duration:.3f}",
             "X-Clip-Start": f"{clip.start:.3f}",
             "X-Clip-End": f"{clip.end:.3f}",
+            **NO_STORE,
         },
     )
+
+
+#: Footage is never kept in a browser's or proxy's cache (RFC 9111 section 5.2.2.5): each view
+#: must reach the server, and so the audit log, and nothing stays on the viewer's disk.
+NO_STORE = {"Cache-Control": "no-store, private"}
+
+
+def _is_playback(request: Request) -> bool:
+    """A player fetching byte ranges to show a clip (``<video>`` sends ``Range``), as opposed
+    to a download of the whole file."""
+    return "range" in request.headers
 
 
 def _get(app: FastAPI, path: str, *permissions: Permission, **kwargs: Any) -> Callable[[F], F]:
@@ -186,18 +198,26 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         tags=["footage"],
     )
     def camera_clip(
+        request: Request,
         name: CameraName,
         start: Annotated[str, Query(description=f"clip start, {_TIME_HELP}")],
         end: Annotated[str, Query(description=f"clip end, {_TIME_HELP}")],
         who: Caller,
     ) -> FileResponse:
         """A clip of any time range, remuxed from the segments (no re-encode), seekable
-        (Range requests). At most one hour (longer spans are a 422 problem). Every request
-        is an entry of the audit log."""
+        (Range requests). At most one hour (longer spans are a 422 problem). Audited: a
+        download (no Range header) every time as ``footage:clip:download``; a player's range
+        requests as one ``footage:playback:view`` per viewing."""
         lo = parse_time(start, name="start")
         hi = parse_time(end, name="end")
         clip = queries.range_clip(
-            name, lo, hi, actor=Actor.of_principal(who), reason=API_REASON, viewer=who
+            name,
+            lo,
+            hi,
+            actor=Actor.of_principal(who),
+            reason=API_REASON,
+            viewer=who,
+            playback=_is_playback(request),
         )
         return _clip_response(clip)
 
@@ -273,7 +293,7 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         path = queries.snapshot(
             event_id, actor=Actor.of_principal(who), reason=API_REASON, viewer=who
         )
-        return FileResponse(path, media_type="image/jpeg")
+        return FileResponse(path, media_type="image/jpeg", headers=NO_STORE)
 
     @_get(
         app,
@@ -283,11 +303,17 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         responses={200: {"content": {"video/mp4": {}}, "description": "the clip (MP4)"}},
         tags=["events"],
     )
-    def event_clip(event_id: EventId, who: Caller) -> FileResponse:
-        """The event's footage, remuxed from the segments, seekable (Range requests); every
-        request is an entry of the audit log."""
+    def event_clip(request: Request, event_id: EventId, who: Caller) -> FileResponse:
+        """The event's footage, remuxed from the segments, seekable (Range requests); audited
+        as the camera's clips are (a download each time, a player's viewing once)."""
         actor = Actor.of_principal(who)
-        clip = queries.event_clip(event_id, actor=actor, reason=API_REASON, viewer=who)
+        clip = queries.event_clip(
+            event_id,
+            actor=actor,
+            reason=API_REASON,
+            viewer=who,
+            playback=_is_playback(request),
+        )
         return _clip_response(clip)
 
     @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
@@ -358,6 +384,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     auth_routes.add_routes(app, ctx)
     live.add_routes(app, ctx)
     push_routes.add_routes(app, ctx)
+    camera_routes.add_routes(app, ctx)
     pages.add_routes(app, ctx)
     _add_docs_routes(app)
     _serve_problems_in_openapi(app)

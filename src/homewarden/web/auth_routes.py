@@ -151,10 +151,11 @@ class NewTokenAnswer(BaseModel):
 
 
 class UserBody(BaseModel):
-    """A new account of the owner's household; it gets a one-time setup link."""
+    """A new member of the owner's household; it gets a one-time setup link. Owners and staff
+    are made at the machine's shell (``homewarden user add``), never over the network."""
 
     username: str = Field(max_length=64)
-    role: Literal["member", "owner"] = "member"
+    role: Literal["member"] = "member"
     display_name: str = Field(default="", max_length=100)
 
 
@@ -460,7 +461,7 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
 
     # tokens
 
-    @gated(app, "GET", "/api/tokens", Permission.ACCOUNTS_SELF_MANAGE, tags=["accounts"])
+    @gated(app, "GET", "/api/tokens", Permission.ACCOUNTS_CREDENTIAL_MANAGE, tags=["accounts"])
     def list_tokens(who: Caller) -> list[TokenView]:
         """The caller's API tokens, newest first (never their secrets)."""
         return [TokenView.of(t) for t in accounts.tokens(_user_id(who))]
@@ -469,7 +470,7 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         app,
         "POST",
         "/api/tokens",
-        Permission.ACCOUNTS_SELF_MANAGE,
+        Permission.ACCOUNTS_CREDENTIAL_MANAGE,
         status_code=201,
         tags=["accounts"],
         openapi_extra=_body_doc(TokenBody),
@@ -481,7 +482,11 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         return NewTokenAnswer(token=TokenView.of(rec), secret=secret)
 
     @gated(
-        app, "DELETE", "/api/tokens/{token_id}", Permission.ACCOUNTS_SELF_MANAGE, tags=["accounts"]
+        app,
+        "DELETE",
+        "/api/tokens/{token_id}",
+        Permission.ACCOUNTS_CREDENTIAL_MANAGE,
+        tags=["accounts"],
     )
     def revoke_token(token_id: ObjectId, who: Caller) -> TokenView:
         """Revoke one of the caller's tokens; it stops working at once."""
@@ -506,8 +511,8 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         openapi_extra=_body_doc(UserBody),
     )
     async def create_user(request: Request, who: Caller) -> NewUserAnswer:
-        """Add a member (or another owner) to the owner's household; the answer carries the
-        one-time setup link to hand to them."""
+        """Add a member to the owner's household; the answer carries the one-time setup link
+        to hand to them."""
         body = await read_body(request, UserBody)
         if who.household is None:
             raise InvalidRequestError("only a household's owner adds users")

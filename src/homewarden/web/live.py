@@ -73,8 +73,9 @@ CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN = 1013
 #: RFC 6455: "Internal Error" (the audit log refused the entry, ...).
 CLOSE_INTERNAL = 1011
-#: How often an open live view checks that its viewer may still watch (s).
-RECHECK_SECONDS = 60.0
+#: How often an open live view checks that its viewer may still watch (s): a revoked grant, a
+#: disabled account or a logout ends the view within about this (checked per fragment sent).
+RECHECK_SECONDS = 2.0
 
 CameraName = Annotated[str, Path(description="camera name")]
 Caller = Annotated[Principal, Depends(caller)]
@@ -183,7 +184,7 @@ LIVE_GATE = requires_socket(Permission.FOOTAGE_LIVE_VIEW)
 
 def add_routes(app: FastAPI, ctx: AppContext) -> None:
     """Add the live view WebSocket and the latest-snapshot route to ``app``."""
-    live = LiveService(ctx.settings, ctx.index, ctx.clock, audit=ctx.audit)
+    live = LiveService(ctx.current_settings, ctx.index, ctx.clock, audit=ctx.audit)
     app.state.live = live
 
     async def live_view(

@@ -8,8 +8,8 @@ Pages (every route declared with :func:`homewarden.web.routing.gated`, hidden fr
 - ``/`` camera grid, ``/cameras/{name}`` live view and 24 h timeline, ``/events`` and
   ``/events/{id}``;
 - ``/settings`` and its pages: account (password, TOTP, API tokens), users and camera grants,
-  support grants, the access log, cameras (read-only), notifications (template from the
-  push module's author).
+  support grants, the access log, notifications (template from the push module's author);
+  the cameras' settings pages are :mod:`homewarden.web.camera_routes`'s.
 
 Footage itself is never served here: pages point the browser at the JSON API
 (``/api/cameras/{name}/clip.mp4``, ``/api/events/{id}/snapshot.jpg``...), which audits every
@@ -669,7 +669,6 @@ def _add_footage_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
 
 def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
     accounts = ctx.accounts
-    settings = ctx.settings
     access_log = AccessLog(ctx.audit)
 
     def me(request: Request) -> Principal:
@@ -696,10 +695,16 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         status: int = 200,
         error: str | None = None,
         new_token: str | None = None,
+        keep_totp_secret: str | None = None,
     ) -> Response:
         uid = user_id(request)
         user = accounts.user(uid)
-        enrolment = accounts.begin_totp(uid) if user.totp_secret is None else None
+        enrolment: TotpEnrolment | None = None
+        if user.totp_secret is None and keep_totp_secret:
+            # A mistyped code keeps the secret the phone has already scanned.
+            enrolment = TotpEnrolment(keep_totp_secret, totp_uri(user.username, keep_totp_secret))
+        elif user.totp_secret is None:
+            enrolment = accounts.begin_totp(uid)
         return pages.render(
             request,
             "settings_account.html",
@@ -718,7 +723,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         """Password, two-factor sign-in and API tokens of the caller's own account."""
         return account_page(request)
 
-    @page("POST", "/settings/account/password", Permission.ACCOUNTS_SELF_MANAGE)
+    @page("POST", "/settings/account/password", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def change_password(request: Request, current: TextField = "", new: TextField = "") -> Response:
         """Change the password; every session ends, so sign in again."""
         try:
@@ -729,17 +734,21 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
         return response
 
-    @page("POST", "/settings/account/totp", Permission.ACCOUNTS_SELF_MANAGE)
+    @page("POST", "/settings/account/totp", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def enable_totp(request: Request, secret: TextField = "", code: TextField = "") -> Response:
         """Turn on TOTP with the secret shown on the page, proven by a current code."""
         try:
             check_totp_secret(secret)
+        except InvalidRequestError as exc:
+            return account_page(request, 400, str(exc))
+        try:
             accounts.confirm_totp(user_id(request), secret, code)
         except (AuthenticationError, InvalidRequestError) as exc:
-            return account_page(request, 400, str(exc))
+            message = f"{exc}. Enter the current 6-digit code for the same secret."
+            return account_page(request, 400, message, keep_totp_secret=secret)
         return _redirect("/settings/account?done=totp-on")
 
-    @page("POST", "/settings/account/totp/disable", Permission.ACCOUNTS_SELF_MANAGE)
+    @page("POST", "/settings/account/totp/disable", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def disable_totp(request: Request, password: TextField = "") -> Response:
         """Turn TOTP off (household accounts; the password confirms)."""
         try:
@@ -748,7 +757,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             return account_page(request, 400, str(exc))
         return _redirect("/settings/account?done=totp-off")
 
-    @page("POST", "/settings/account/tokens", Permission.ACCOUNTS_SELF_MANAGE)
+    @page("POST", "/settings/account/tokens", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def create_token(request: Request, name: TextField = "") -> Response:
         """A new API token, shown once on the page this answers with."""
         try:
@@ -757,7 +766,9 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             return account_page(request, 400, str(exc))
         return account_page(request, new_token=secret)
 
-    @page("POST", "/settings/account/tokens/{token_id}/revoke", Permission.ACCOUNTS_SELF_MANAGE)
+    @page(
+        "POST", "/settings/account/tokens/{token_id}/revoke", Permission.ACCOUNTS_CREDENTIAL_MANAGE
+    )
     def revoke_token(request: Request, token_id: int) -> Response:
         """Revoke one of the caller's tokens."""
         accounts.revoke_token(user_id(request), token_id)
@@ -772,6 +783,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         return household
 
     def household_cameras(household: str) -> list[str]:
+        settings = ctx.current_settings()  # cameras change while running
         return sorted(c for c in settings.cameras if settings.camera_household(c) == household)
 
     def users_page(
@@ -927,12 +939,4 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             next_url = "/settings/access-log?" + urlencode({"before": found.next_before})
         return pages.render(request, "settings_access_log.html", rows=rows, next_url=next_url)
 
-    # cameras (read-only for now); notifications are homewarden.web.push_routes's
-
-    @page(
-        "GET", "/settings/cameras", Permission.CAMERAS_CAMERA_READ, Permission.CAMERAS_STATUS_READ
-    )
-    def cameras(request: Request) -> Response:
-        """The configured cameras the caller sees (set in the config file)."""
-        listed = [(c, *camera_status(c)) for c in ctx.queries.cameras(viewer=me(request))]
-        return pages.render(request, "settings_cameras.html", cameras=listed)
+    # cameras: homewarden.web.camera_routes; notifications: homewarden.web.push_routes

@@ -190,7 +190,11 @@ def _static_bytes(name: str) -> bytes:
 def add_routes(app: FastAPI, ctx: AppContext) -> None:
     """Add this module's routes to ``app``. The push service is ``ctx.push`` when the runtime
     made one, else one is made over ``ctx`` (its VAPID key is made at first run)."""
-    push = ctx.push if ctx.push is not None else PushService(ctx.accounts, ctx.settings, ctx.clock)
+    push = (
+        ctx.push
+        if ctx.push is not None
+        else PushService(ctx.accounts, ctx.current_settings, ctx.clock)
+    )
     _add_api(app, push)
     _add_public(app)
     _add_page(app, ctx, push)
@@ -289,11 +293,12 @@ def _add_page(app: FastAPI, ctx: AppContext, push: PushService) -> None:
     manage = Permission.NOTIFY_PUSH_MANAGE
 
     def choices(who: Principal) -> dict[str, Any]:
-        names = set(ctx.settings.cameras) | set(ctx.index.camera_names())
-        households = {c: ctx.settings.camera_household(c) for c in names}
+        settings = ctx.current_settings()  # cameras change while running
+        names = set(settings.cameras) | set(ctx.index.camera_names())
+        households = {c: settings.camera_household(c) for c in names}
         cameras = sorted(visible_cameras(who, households, ctx.clock()))
         zones = sorted(
-            {z for c in cameras if c in ctx.settings.cameras for z in ctx.settings.cameras[c].zones}
+            {z for c in cameras if c in settings.cameras for z in settings.cameras[c].zones}
         )
         return {"cameras": cameras, "zones": zones, "labels": list(LABELS)}
 

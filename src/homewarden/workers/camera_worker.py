@@ -37,6 +37,12 @@ SQLAlchemy loaded).
   still running after the timeout is killed and logged. Workers ignore SIGINT: Ctrl-C reaches
   the whole process group, and the parent stops them in order. A worker whose parent is gone
   (its pipe breaks, or it is re-parented) stops the same way.
+* **Update.** :meth:`RecorderProcessPool.update` takes new settings while running: a worker
+  holding a camera whose settings changed or that was removed or disabled is stopped as at
+  stop (its segments finished) and started again at once with its new share; a new camera
+  goes to a new worker while there are fewer than ``processes``, else to the worker with the
+  fewest cameras. Cameras never move between workers, and workers holding no changed camera
+  are not touched.
 * **Restart.** A worker that dies (a crash in native code, the OOM killer, ``kill -9``) is
   logged, its cameras shown ``reconnecting`` with the reason, and it is restarted after 1 s,
   doubling to 30 s while it keeps dying (reset once it ran :data:`STABLE_SECONDS`). Before
@@ -80,6 +86,7 @@ from homewarden.services.recorder_group import (
     RecorderGroup,
     ThreadRecorderGroup,
     build_recorders,
+    changed_cameras,
     enabled_cameras,
     stop_recorders,
 )
@@ -218,6 +225,14 @@ class _Worker:
         self.backoff = RESTART_FIRST
         self.restart_at: float | None = None  # monotonic time of a scheduled restart
         self.last_pid: int | None = None
+        #: The spec to run once the current process has ended (set by ``update``).
+        self.pending: WorkerSpec | None = None
+        self.last_exit: int | None = None
+
+    @property
+    def wanted(self) -> WorkerSpec:
+        """The spec this worker is to run: the pending one, else the current one."""
+        return self.pending if self.pending is not None else self.spec
 
     @property
     def name(self) -> str:
@@ -270,6 +285,7 @@ class RecorderProcessPool:
         start_spread: float = 0.0,
     ) -> None:
         self._cameras = dict(cameras)
+        self._processes = processes
         self._data_lock = lock
         delays = {
             name: i * start_spread / len(self._cameras) for i, name in enumerate(self._cameras)
@@ -278,6 +294,16 @@ class RecorderProcessPool:
         self._index = index
         self._ctx = multiprocessing.get_context("spawn")  # see the module docstring
         level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
+        self._template = WorkerSpec(  # what a worker added by update() runs, but its cameras
+            number=0,
+            db_url=db_url,
+            media_dir=media_dir,
+            snapshot_dir=snapshot_dir,
+            models_dir=models_dir,
+            cameras={},
+            log_level=level,
+            status_interval=status_interval,
+        )
         self._workers = [
             _Worker(
                 WorkerSpec(
@@ -344,6 +370,56 @@ class RecorderProcessPool:
         with self._lock:
             return dict(self._statuses)
 
+    def update(self, settings: Settings) -> None:
+        """Record the enabled cameras of ``settings`` from now on (see the module docstring,
+        "Update"; :meth:`RecorderGroup.update`). Returns at once: the monitor thread starts a
+        changed worker again as soon as its old process has finished its segments and exited.
+        """
+        new = enabled_cameras(settings)
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            current = {n: c for w in self._workers for n, c in w.wanted.cameras.items()}
+            stop, start = changed_cameras(current, new)
+            if not stop and not start:
+                return
+            shares = {w.spec.number: dict(w.wanted.cameras) for w in self._workers}
+            for share in shares.values():
+                for name in [n for n in share if n in stop]:
+                    if name in new:
+                        share[name] = new[name]
+                    else:
+                        del share[name]
+            for name in [n for n in start if n not in current]:  # new cameras
+                if len(self._workers) < self._processes:
+                    number = len(self._workers) + 1
+                    self._workers.append(
+                        _Worker(dataclasses.replace(self._template, number=number))
+                    )
+                    shares[number] = {}
+                fewest = min(
+                    self._workers, key=lambda w: (len(shares[w.spec.number]), w.spec.number)
+                )
+                shares[fewest.spec.number][name] = new[name]
+            for name in stop:
+                if name not in new:
+                    self._statuses.pop(name, None)
+            for name in start:
+                self._statuses[name] = _initial_status(name, new[name])
+            self._cameras = {n: new[n] for n in new}
+            for w in self._workers:
+                share = shares[w.spec.number]
+                if share == w.wanted.cameras:
+                    continue
+                spec = dataclasses.replace(w.spec, cameras=share, start_delays={})
+                if self._monitor is None:  # not started: nothing runs yet
+                    w.spec = spec
+                    continue
+                w.pending = spec
+                if w.alive and w.process is not None:
+                    log.info("%s: cameras changed; restarting it", w.describe())
+                    w.process.terminate()  # it finishes its segments; the monitor restarts it
+
     def stop(self, timeout: float) -> None:
         """SIGTERM every worker; wait up to ``timeout`` s for them to finish their segments and
         exit; kill (and log) any still running. Safe to call more than once."""
@@ -381,7 +457,10 @@ class RecorderProcessPool:
     # -- the parent's side -----------------------------------------------------------------
 
     def _spawn(self, w: _Worker) -> None:
-        """Start ``w``'s process with a fresh pipe; a failure is logged and retried later."""
+        """Start ``w``'s process with a fresh pipe; a failure is logged and retried later.
+        A worker with no camera (all removed) is not started."""
+        if not w.spec.cameras:
+            return
         reader, writer = self._ctx.Pipe(duplex=False)
         lock = self._data_lock
         held = _InheritedFd(lock.fileno()) if lock is not None and lock.held else None
@@ -433,6 +512,9 @@ class RecorderProcessPool:
                     if all(w.reader is None and not w.alive for w in self._workers):
                         return
                     continue
+                for w in list(self._workers):
+                    if w.pending is not None and w.reader is None and not w.alive:
+                        self._replace(w)
                 now = time.monotonic()
                 for w in self._workers:
                     if w.restart_at is not None and now >= w.restart_at:
@@ -463,7 +545,8 @@ class RecorderProcessPool:
         if kind == "status":
             with self._lock:
                 for name, status in payload.items():
-                    if name in w.spec.cameras:
+                    # Not a camera update() removed: a stopping worker's last word on it.
+                    if name in w.spec.cameras and name in self._statuses:
                         self._statuses[name] = status
         elif kind == "log":
             record: logging.LogRecord = payload
@@ -476,6 +559,13 @@ class RecorderProcessPool:
         process = w.process
         assert process is not None
         code = process.exitcode
+        w.last_exit = code
+        if w.pending is not None and not self._stopping.is_set():
+            if code not in (0, -signal.SIGTERM):
+                log.warning("%s %s while restarting", w.describe(), _describe_exit(code))
+            with self._lock:
+                w.process = None
+            return  # the monitor starts it with its pending spec
         if self._stopping.is_set():
             if code == -signal.SIGTERM:  # stopped before it could install its handler
                 log.debug("%s ended while starting", w.describe())
@@ -512,6 +602,23 @@ class RecorderProcessPool:
                     last_error=reason,
                     next_retry_at=retry,
                 )
+
+    def _replace(self, w: _Worker) -> None:
+        """Start ``w`` again with the spec :meth:`update` left pending, at once."""
+        with self._lock:
+            old, spec = w.spec, w.pending
+            if spec is None:
+                return
+            w.spec, w.pending = spec, None
+            w.restart_at = None
+            w.backoff = RESTART_FIRST
+        if self._index is not None and w.last_exit not in (None, 0, -signal.SIGTERM):
+            try:  # it died rather than stopped: repair what its cameras left (none runs now)
+                reconcile(self._index, self._media_dir, cameras=list(old.cameras))
+            except HomeWardenError as exc:
+                log.error("%s: cannot reconcile its cameras: %s", w.describe(), exc)
+        w.last_exit = None
+        self._spawn(w)
 
     def _restart(self, w: _Worker) -> None:
         """Reconcile the dead worker's cameras (only theirs), then start it again."""

@@ -32,7 +32,9 @@
   }
 
   function attach(video, camera) {
+    if (video.hwLive) return video.hwLive; // attached already (page script and auto-attach)
     var ws = null;
+    var snapErrors = 0;
     var mediaSource = null;
     var objectUrl = null;
     var sourceBuffer = null;
@@ -62,10 +64,21 @@
         snapTimer = window.setTimeout(refreshSnapshot, SNAPSHOT_MS);
       }
       loader.onload = function () {
+        snapErrors = 0;
         if (img) img.src = next;
         again();
       };
-      loader.onerror = again;
+      loader.onerror = function () {
+        snapErrors += 1;
+        if (snapErrors < 3) return again();
+        // Three failures in a row: ask why (signed out, access withdrawn) instead of polling.
+        window.fetch(snapshotUrl(camera), { credentials: "same-origin" }).then(function (r) {
+          if (r.status === 401) return toLogin();
+          if (r.status === 403 || r.status === 404) return deny("you no longer have access to this camera");
+          snapErrors = 0;
+          again();
+        }, again);
+      };
       loader.src = next;
     }
 
@@ -262,8 +275,10 @@
         queue.push(ev.data);
         pump();
       };
-      ws.onclose = function () {
+      ws.onclose = function (ev) {
         ws = null;
+        if (ev && ev.code === 4401) return toLogin();
+        if (ev && (ev.code === 4403 || ev.code === 4404)) return deny(ev.reason || "no access");
         fail("closed");
       };
     }
@@ -281,6 +296,19 @@
       backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     }
 
+    function toLogin() {
+      close();
+      window.location.assign("/login?next=" + encodeURIComponent(window.location.pathname));
+    }
+
+    function deny(why) {
+      close();
+      var el = img || video;
+      el.setAttribute("data-live-state", "denied");
+      el.setAttribute("data-live-detail", why);
+      el.setAttribute("title", "Live view ended: " + why);
+    }
+
     function close() {
       stopped = true;
       window.clearTimeout(retryTimer);
@@ -294,7 +322,8 @@
 
     video.muted = true; // autoplay policies allow muted video only
     connect();
-    return { close: close };
+    video.hwLive = { close: close };
+    return video.hwLive;
   }
 
   function attachAll() {
