@@ -17,6 +17,10 @@ login lockout) and ``setup-link`` (a new link, for a forgotten password).
 recomputes it and checks every signed tree head, ``proof`` prints an entry's inclusion proof
 with the signed head it verifies against, ``sth`` signs (if the log grew) and prints the
 newest signed tree head, ``rotate-key`` replaces the log signing key.
+
+``homewarden export`` writes the owner's evidence package of cameras over a time span (a
+folder and a zip; ``--redact`` releases redacted copies); ``homewarden verify PACKAGE`` checks
+one offline and exits 1 with the precise reason when it does not verify.
 """
 
 from __future__ import annotations
@@ -67,6 +71,8 @@ from homewarden.services.demo import (
     find_local_footage,
     prepare_demo_clip,
 )
+from homewarden.services.evidence import EvidenceService
+from homewarden.services.package_verify import load_public_keys, verify_package_path
 from homewarden.services.queries import Queries, parse_time, redact_url
 from homewarden.services.runtime import ApiAddress, Runtime
 from homewarden.store.index import Index
@@ -933,6 +939,118 @@ def audit_rotate_key(
             "new_key_id": new.hex(),
             "tree_head": head.to_json() if head else None,
         }
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# evidence packages
+
+
+@app.command()
+def export(
+    camera: Annotated[
+        list[str], typer.Option("--camera", help="Camera name (repeat for several).")
+    ],
+    start: Annotated[str, typer.Option("--start", help=f"Scope start, {_TIME}.")],
+    end: Annotated[str, typer.Option("--end", help=f"Scope end, {_TIME}.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Existing directory to write the package into.")
+    ],
+    redact: Annotated[
+        bool,
+        typer.Option(
+            "--redact",
+            help="Release redacted copies (faces blurred, privacy masks, no audio); the "
+            "originals are hashed and kept beside the package, not in it.",
+        ),
+    ] = False,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why, stated in the signed manifest.")
+    ] = "owner export",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a signed evidence package of the cameras' footage over [START, END]: clips
+    remuxed from the recordings, manifest.json, manifest.sig, audit.json (the export's audit
+    entries with proofs) and README.txt, as a folder and a .zip. The export is an entry of
+    the audit log."""
+    settings = load_settings(config, data_dir=data_dir)
+    lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
+    with _index(settings) as index, _open_audit(settings) as audit:
+        service = EvidenceService(index, settings, audit)
+        with _progress() as bar:
+            task = bar.add_task("export", total=1.0)
+            result = service.export(
+                camera,
+                lo,
+                hi,
+                out_dir,
+                actor=_cli_actor(),
+                reason=reason,
+                redact=redact,
+                progress=lambda what, done: bar.update(task, completed=done, description=what),
+            )
+    info = {
+        "package": str(result.folder),
+        "zip": str(result.zip_path),
+        "package_id": result.package_id,
+        "manifest_sha256": result.manifest_sha256,
+        "released": list(result.released),
+        "withheld": list(result.withheld),
+        "withheld_dir": str(result.withheld_dir) if result.withheld_dir else None,
+        "audit_indexes": list(result.audit_indexes),
+    }
+    if json_:
+        _print_json(info)
+    else:
+        out.print(f"Package: {result.folder}")
+        out.print(f"Zip:     {result.zip_path}")
+        if result.withheld_dir:
+            out.print(f"Withheld originals (not in the package): {result.withheld_dir}")
+
+
+@app.command()
+def verify(
+    package: Annotated[Path, typer.Argument(help="Package folder or .zip.")],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The deployment's public key (hex, raw, or log_public_keys.json), obtained "
+            "separately; without it the package's own key is used (self-asserted).",
+            dir_okay=False,
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Verify an evidence package offline: its signature, every file's SHA-256 and size, no
+    missing or extra file, and its audit entries' inclusion proofs under a signed tree head.
+    Exits 1 with the precise reason when it does not verify."""
+    trusted = load_public_keys(public_key) if public_key is not None else None
+    try:
+        report = verify_package_path(package, trusted)
+    except VerificationError as exc:
+        failure: dict[str, Any] = {"ok": False, "reason": str(exc), "error": exc.code}
+        if json_:
+            _print_json(failure)
+        err.print(Text(f"package verification FAILED: {exc}", style="bold red"))
+        raise typer.Exit(EXIT_VERIFY_FAILED) from None
+    if json_:
+        _print_json(report.to_json())
+        return
+    m = report.manifest
+    out.print(f"OK: package {m.package_id} verifies ({report.files_checked} files checked).")
+    if report.trusted:
+        out.print(f"Signed by the key you gave (key id {report.key_id}).")
+    else:
+        out.print(
+            f"Signature is self-asserted: it verifies with the key embedded in the package "
+            f"(key id {report.key_id}); pass --public-key to check who made it."
+        )
+    out.print(
+        f"Audit entries {', '.join(map(str, report.audit_indexes))} are in the log under the "
+        f"signed tree head of size {report.tree_head.tree_size}."
     )
 
 

@@ -177,3 +177,31 @@ def test_run_result_ok_needs_every_camera_on_time() -> None:
     assert not run(3.0).ok
     assert run(3.0).behind
     assert run(0.1).cpu_per_camera_minute == pytest.approx(2.0)
+
+
+def test_export_bench_runs_and_reports_both_ratios() -> None:
+    """bench/export.py end to end on a few seconds of footage: it runs and prints both
+    figures with their baselines (the figures themselves are for the README, not asserted)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench" / "export.py"),
+            "--hours",
+            "0.003",
+            "--redact-seconds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "remux export:" in done.stdout
+    assert "x real time" in done.stdout
+    assert "redacted export:" in done.stdout
+    assert "the baseline" in done.stdout

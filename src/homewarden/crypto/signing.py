@@ -19,6 +19,12 @@ signature cannot be replayed as a signature over anything else::
     root_hash     32 bytes
     key_id        32 bytes
 
+The same deployment key also signs evidence-package manifests (:func:`sign_manifest`): a
+recipient then pins one public key for both the package and the audit log heads it carries.
+A manifest signature covers the exact manifest bytes, which must be a JSON object (they start
+with ``{``), so it can never be taken for a tree-head signature (those bytes start with the
+``homewarden/...`` label) nor the other way round.
+
 Verifiers raise :class:`~homewarden.errors.InvalidSignatureError`; they never return False.
 """
 
@@ -228,4 +234,40 @@ def verify_tree_head(sth: SignedTreeHead, keys: Mapping[bytes, LogPublicKey]) ->
         raise InvalidSignatureError(
             f"signature of the tree head of size {sth.tree_size} (signed at "
             f"{sth.timestamp_ms} ms) does not verify with key {sth.key_id.hex()[:16]}"
+        ) from exc
+
+
+def _check_manifest_bytes(manifest: bytes) -> None:
+    if not manifest.startswith(b"{"):
+        raise InvalidSignatureError("a signed manifest is a JSON object (its bytes start with {)")
+
+
+def sign_manifest(manifest: bytes, key: LogSigningKey) -> bytes:
+    """The 64-byte Ed25519 signature of the exact ``manifest`` bytes (an evidence package's
+    ``manifest.json``) with the deployment key.
+
+    Raises:
+        InvalidSignatureError: ``manifest`` is not a JSON object's bytes (domain separation
+            from tree heads, see the module docstring).
+    """
+    _check_manifest_bytes(manifest)
+    return bytes(key.sign(bytes(manifest)).signature)
+
+
+def verify_manifest(manifest: bytes, signature: bytes, public: LogPublicKey) -> None:
+    """Check ``signature`` (64 bytes) over the exact ``manifest`` bytes with ``public``.
+
+    Raises:
+        InvalidSignatureError: malformed signature, not a manifest, or it does not verify.
+    """
+    _check_manifest_bytes(manifest)
+    if len(signature) != SIGNATURE_SIZE:
+        raise InvalidSignatureError(
+            f"a manifest signature is {SIGNATURE_SIZE} bytes, got {len(signature)}"
+        )
+    try:
+        public.verify(bytes(manifest), bytes(signature))
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
+        raise InvalidSignatureError(
+            f"the manifest signature does not verify with key {key_id(public).hex()[:16]}"
         ) from exc

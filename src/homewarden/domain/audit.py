@@ -76,6 +76,9 @@ class AuditTag(StrEnum):
     AUTH_LOGIN_SUCCEED = "auth:login:succeed"
     #: A clip of footage was composed and handed out (API ``clip.mp4``, CLI ``clip``).
     FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
+    #: An evidence package of a camera's footage was made (one entry per camera; the owner's
+    #: export, or a disclosure request's fulfilment); its reason binds the signed manifest.
+    FOOTAGE_EXPORT_CREATE = "footage:export:create"
     #: A live view of a camera was opened.
     FOOTAGE_LIVE_VIEW = "footage:live:view"
     #: Recorded footage was played back in the browser (a playback span).

@@ -48,6 +48,7 @@ from homewarden.crypto.signing import (
     log_key_seed,
     log_public_key,
     log_public_key_from_bytes,
+    sign_manifest,
     sign_tree_head,
     verify_tree_head,
 )
@@ -606,6 +607,19 @@ class AuditLog:
                 )
             out[kid] = public
         return out
+
+    def sign_manifest(self, manifest: bytes) -> tuple[bytes, LogPublicKey]:
+        """Sign an evidence package's manifest bytes with the deployment key (the log signing
+        key, in the manifest's own layout: :func:`homewarden.crypto.signing.sign_manifest`);
+        returns the 64-byte signature and the public key. Call :meth:`ensure_key` first so a
+        first-run key is accounted for.
+
+        Raises:
+            StorageError: the signing key cannot be loaded.
+            InvalidSignatureError: ``manifest`` is not a JSON object's bytes.
+        """
+        key, _ = self._load_key()
+        return sign_manifest(manifest, key), log_public_key(key)
 
     def rotate_key(self, actor: Actor, reason: str) -> tuple[bytes, bytes]:
         """Replace the log signing key; returns (old key id, new key id).
