@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from homewarden.errors import NotFoundError
-from homewarden.store.index import Index
+from homewarden.store.index import Index, rowcount
 from homewarden.store.models import (
     ApiTokenRow,
     CameraGrantRow,
@@ -116,11 +116,6 @@ class NotifyPrefsRecord:
     quiet_start: int
     quiet_end: int
     timezone: str
-
-
-def _rowcount(result: object) -> int:
-    """Rows a DML statement touched (CursorResult.rowcount; typed loosely by SQLAlchemy)."""
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _user(row: UserRow) -> UserRecord:
@@ -324,14 +319,12 @@ class AccountStore:
     def delete_sessions_of(self, user_id: int) -> int:
         """End every session of a user; returns how many."""
         with self._index.transaction(f"end sessions of user {user_id}") as s:
-            return int(
-                _rowcount(s.execute(delete(SessionRow).where(SessionRow.user_id == user_id)))
-            )
+            return rowcount(s.execute(delete(SessionRow).where(SessionRow.user_id == user_id)))
 
     def delete_expired_sessions(self, now: float) -> int:
         """Remove sessions past their expiry; returns how many."""
         with self._index.transaction("remove expired sessions") as s:
-            return int(_rowcount(s.execute(delete(SessionRow).where(SessionRow.expires_at <= now))))
+            return rowcount(s.execute(delete(SessionRow).where(SessionRow.expires_at <= now)))
 
     # API tokens
 
@@ -400,7 +393,7 @@ class AccountStore:
             q = delete(CameraGrantRow).where(
                 CameraGrantRow.user_id == user_id, CameraGrantRow.camera == camera
             )
-            return bool(_rowcount(s.execute(q)))
+            return bool(rowcount(s.execute(q)))
 
     # support grants
 
@@ -473,7 +466,7 @@ class AccountStore:
                 )
                 .values(used_at=now)
             )
-            if not _rowcount(s.execute(q)):
+            if not rowcount(s.execute(q)):
                 return None
             row = s.get(SetupLinkRow, token_hash)
             return None if row is None else row.user_id

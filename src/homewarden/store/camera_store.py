@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from homewarden.store.index import Index
+from homewarden.store.index import Index, rowcount
 from homewarden.store.models import CameraSettingsRow
 
 
@@ -103,4 +103,4 @@ class CameraStore:
         """
         with self._index.transaction(f"delete camera {name}") as s:
             result = s.execute(delete(CameraSettingsRow).where(CameraSettingsRow.name == name))
-            return int(getattr(result, "rowcount", 0) or 0) > 0
+            return rowcount(result) > 0

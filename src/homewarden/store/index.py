@@ -105,6 +105,12 @@ def normalise_url(url: str) -> URL:
     )
 
 
+def rowcount(result: object) -> int:
+    """Rows a DML statement touched (``CursorResult.rowcount``, which SQLAlchemy's types do
+    not expose on ``Session.execute``'s result); 0 when the driver does not say."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers proceed while one writer appends; NORMAL sync is durable across a
     # process crash (kill -9) in WAL mode, which is what crash safety asks for.
@@ -398,7 +404,7 @@ class Index:
             for i in range(0, len(wanted), _DELETE_CHUNK):
                 chunk = wanted[i : i + _DELETE_CHUNK]
                 result = s.execute(delete(SegmentRow).where(SegmentRow.id.in_(chunk)))
-                deleted += int(getattr(result, "rowcount", 0) or 0)
+                deleted += rowcount(result)
         return deleted
 
     def total_bytes(self, camera: str | None = None) -> int:

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import Body, Depends, FastAPI, Form, Path, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from homewarden.domain.audit import Actor
@@ -45,7 +45,7 @@ from homewarden.errors import InvalidRequestError, NotFoundError
 from homewarden.services.cameras import CameraAdmin, ConnectionTest, ManagedCamera
 from homewarden.services.runtime import AppContext
 from homewarden.web.deps import caller
-from homewarden.web.pages import Pages, camera_status
+from homewarden.web.pages import Pages, camera_status, see_other
 from homewarden.web.routing import F, gated
 
 MANAGE = Permission.CAMERAS_CAMERA_MANAGE
@@ -68,10 +68,6 @@ class ConnectionTestRequest(BaseModel):
     url: str = Field(max_length=2048, description="rtsp://, rtsps:// or file: URL")
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     camera: str | None = Field(default=None, max_length=64)
-
-
-def _redirect(url: str) -> RedirectResponse:
-    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def _editor_url(name: str, **query: str) -> str:
@@ -250,7 +246,7 @@ def _add_pages(app: FastAPI, ctx: AppContext, admin: CameraAdmin) -> None:
             # NotFound: the name is another household's; say only that it cannot be used.
             detail = str(exc) if isinstance(exc, InvalidRequestError) else f"{name!r} is taken"
             return list_page(request, 400, detail, form={"name": name, "url": url})
-        return _redirect("/settings/cameras?saved=added")
+        return see_other("/settings/cameras?saved=added")
 
     @page("POST", "/settings/connection-test", MANAGE)
     def connection_test(
@@ -275,7 +271,7 @@ def _add_pages(app: FastAPI, ctx: AppContext, admin: CameraAdmin) -> None:
         """Switch a camera on (``enabled=1``) or off (``0``)."""
         who = me(request)
         admin.set_enabled(who, name, enabled == "1", Actor.of_principal(who))
-        return _redirect("/settings/cameras?saved=1")
+        return see_other("/settings/cameras?saved=1")
 
     @page("GET", "/settings/cameras/{name}", MANAGE)
     def editor(request: Request, name: CameraName) -> Response:
@@ -305,7 +301,7 @@ def _add_pages(app: FastAPI, ctx: AppContext, admin: CameraAdmin) -> None:
             admin.put(who, name, changes, Actor.of_principal(who))
         except InvalidRequestError as exc:
             return editor_page(request, name, 400, str(exc))
-        return _redirect(_editor_url(name, saved="1"))
+        return see_other(_editor_url(name, saved="1"))
 
     @page("POST", "/settings/cameras/{name}/areas", MANAGE)
     def save_areas(
@@ -317,7 +313,7 @@ def _add_pages(app: FastAPI, ctx: AppContext, admin: CameraAdmin) -> None:
             admin.put(who, name, parse_areas(masks, zones), Actor.of_principal(who))
         except InvalidRequestError as exc:
             return editor_page(request, name, 400, str(exc), areas={"masks": masks, "zones": zones})
-        return _redirect(_editor_url(name, saved="1"))
+        return see_other(_editor_url(name, saved="1"))
 
     @page("POST", "/settings/cameras/{name}/delete", MANAGE)
     def delete(request: Request, name: CameraName) -> Response:
@@ -327,4 +323,4 @@ def _add_pages(app: FastAPI, ctx: AppContext, admin: CameraAdmin) -> None:
             admin.delete(who, name, Actor.of_principal(who))
         except InvalidRequestError as exc:
             return editor_page(request, name, 400, str(exc))
-        return _redirect("/settings/cameras?saved=deleted")
+        return see_other("/settings/cameras?saved=deleted")

@@ -284,17 +284,18 @@ class Pages:
         return self.render(request, "error.html", status, title=title, detail=detail)
 
 
-def _redirect(url: str) -> RedirectResponse:
+def see_other(url: str) -> RedirectResponse:
+    """A 303 to ``url`` after a form POST (never cached)."""
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-def _login_redirect(request: Request) -> RedirectResponse:
+def _loginsee_other(request: Request) -> RedirectResponse:
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
     if request.method != "GET":
         target = "/"
-    return _redirect("/login?" + urlencode({"next": target}))
+    return see_other("/login?" + urlencode({"next": target}))
 
 
 def _install_page_errors(app: FastAPI, pages: Pages, page_endpoints: set[Any]) -> None:
@@ -336,7 +337,7 @@ def _install_page_errors(app: FastAPI, pages: Pages, page_endpoints: set[Any]) -
         if not is_page(request) or not isinstance(exc, HomeWardenError):
             return None
         if isinstance(exc, AuthenticationError) and not isinstance(exc, TooManyAttemptsError):
-            return _login_redirect(request)
+            return _loginsee_other(request)
         status, title = status_for(exc)
         detail = str(exc) if status < 500 else "something went wrong; try again later"
         return pages.error(request, status, title, detail)
@@ -427,7 +428,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
     def login_form(request: Request, next: str = "/") -> Response:
         """The sign-in form (already signed in: go on)."""
         if signed_in(request):
-            return _redirect(safe_next(next))
+            return see_other(safe_next(next))
         return pages.render(request, "login.html", next=safe_next(next), error=None)
 
     @page("POST", "/login", Permission.ACCOUNTS_SESSION_CREATE)
@@ -457,9 +458,9 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
                 request, "login.html", 400, next=target, error=str(exc), username=username
             )
         if step.needs_totp:
-            response = _redirect("/login/totp?" + urlencode({"next": target}))
+            response = see_other("/login/totp?" + urlencode({"next": target}))
         else:
-            response = _redirect(target)
+            response = see_other(target)
         _cookie(response, request, step.session_secret)
         return response
 
@@ -474,7 +475,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
     def totp_form(request: Request, next: str = "/") -> Response:
         """The second step: the authenticator app's code."""
         if pending(request) is None:
-            return _redirect("/login?" + urlencode({"next": safe_next(next)}))
+            return see_other("/login?" + urlencode({"next": safe_next(next)}))
         return pages.render(request, "totp.html", next=safe_next(next), error=None)
 
     @page("POST", "/login/totp", Permission.ACCOUNTS_SESSION_CREATE)
@@ -496,7 +497,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             return pages.render(request, "totp.html", 429, next=target, error=str(exc))
         except AuthenticationError as exc:
             return pages.render(request, "totp.html", 400, next=target, error=str(exc))
-        response = _redirect(target)
+        response = see_other(target)
         _cookie(response, request, step.session_secret)
         return response
 
@@ -506,7 +507,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         secret = request.cookies.get(SESSION_COOKIE)
         if secret:
             accounts.logout(secret)
-        response = _redirect("/login?done=logout")
+        response = see_other("/login?done=logout")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
         return response
 
@@ -568,7 +569,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             if _TOTP_SECRET.fullmatch(totp_secret):
                 kept = TotpEnrolment(totp_secret, totp_uri(user.username, totp_secret))
             return setup_page(request, token, 400, str(exc), kept)
-        return _redirect("/login?done=setup")
+        return see_other("/login?done=setup")
 
 
 def _window(until: str | None, now: float) -> tuple[float, float]:
@@ -730,7 +731,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             accounts.change_password(user_id(request), current, new)
         except (AuthenticationError, InvalidRequestError) as exc:
             return account_page(request, 400, str(exc))
-        response = _redirect("/login?done=password")
+        response = see_other("/login?done=password")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
         return response
 
@@ -746,7 +747,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         except (AuthenticationError, InvalidRequestError) as exc:
             message = f"{exc}. Enter the current 6-digit code for the same secret."
             return account_page(request, 400, message, keep_totp_secret=secret)
-        return _redirect("/settings/account?done=totp-on")
+        return see_other("/settings/account?done=totp-on")
 
     @page("POST", "/settings/account/totp/disable", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def disable_totp(request: Request, password: TextField = "") -> Response:
@@ -755,7 +756,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             accounts.disable_totp(user_id(request), password)
         except (AuthenticationError, PermissionDeniedError) as exc:
             return account_page(request, 400, str(exc))
-        return _redirect("/settings/account?done=totp-off")
+        return see_other("/settings/account?done=totp-off")
 
     @page("POST", "/settings/account/tokens", Permission.ACCOUNTS_CREDENTIAL_MANAGE)
     def create_token(request: Request, name: TextField = "") -> Response:
@@ -772,7 +773,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
     def revoke_token(request: Request, token_id: int) -> Response:
         """Revoke one of the caller's tokens."""
         accounts.revoke_token(user_id(request), token_id)
-        return _redirect("/settings/account?done=revoked")
+        return see_other("/settings/account?done=revoked")
 
     # users
 
@@ -851,13 +852,13 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
     def disable_member(request: Request, member_id: int) -> Response:
         """Disable a member (ends their sessions; tokens stop working)."""
         accounts.set_disabled(owned_member(request, member_id), True, actor=actor(request))
-        return _redirect("/settings/users?done=user")
+        return see_other("/settings/users?done=user")
 
     @page("POST", "/settings/users/{member_id}/enable", Permission.ACCOUNTS_USER_MANAGE)
     def enable_member(request: Request, member_id: int) -> Response:
         """Re-enable a member."""
         accounts.set_disabled(owned_member(request, member_id), False, actor=actor(request))
-        return _redirect("/settings/users?done=user")
+        return see_other("/settings/users?done=user")
 
     @page("POST", "/settings/users/{member_id}/cameras", Permission.ACCOUNTS_USER_MANAGE)
     def set_grants(
@@ -874,7 +875,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             accounts.grant_camera(owner, uid, name, actor(request))
         for name in sorted(held - wanted):
             accounts.revoke_camera(owner, uid, name, actor(request))
-        return _redirect("/settings/users?done=grants")
+        return see_other("/settings/users?done=grants")
 
     # support
 
@@ -904,13 +905,13 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             accounts.grant_support(me(request), span, reason, actor(request))
         except InvalidRequestError as exc:
             return support_page(request, 400, str(exc))
-        return _redirect("/settings/support?done=support")
+        return see_other("/settings/support?done=support")
 
     @page("POST", "/settings/support/{grant_id}/revoke", Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE)
     def revoke_support(request: Request, grant_id: int) -> Response:
         """End a support grant now."""
         accounts.revoke_support(me(request), grant_id, actor(request))
-        return _redirect("/settings/support?done=support")
+        return see_other("/settings/support?done=support")
 
     # access log
 
