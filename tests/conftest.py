@@ -1,3 +1,3 @@
 """Shared fixtures live in plugin modules so each area owns its own."""
 
-pytest_plugins = ["tests.fixtures_db", "tests.fixtures_media"]
+pytest_plugins = ["tests.fixtures_db", "tests.fixtures_media", "tests.fixtures_mail"]

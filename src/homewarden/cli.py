@@ -30,6 +30,8 @@ import getpass
 import json
 import logging
 import os
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -74,6 +76,14 @@ from homewarden.services.demo import (
 from homewarden.services.evidence import EvidenceService
 from homewarden.services.package_verify import load_public_keys, verify_package_path
 from homewarden.services.queries import Queries, parse_time, redact_url
+from homewarden.services.report import (
+    TransparencyReport,
+    current_half_year,
+    half_year,
+    to_csv,
+    to_html,
+    verify_report,
+)
 from homewarden.services.runtime import ApiAddress, Runtime
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
@@ -120,6 +130,12 @@ app.add_typer(user_app, name="user")
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.add_typer(audit_app, name="audit")
+report_app = typer.Typer(
+    cls=_Group,
+    help="The transparency report: make it, and check one against a public log export.",
+    no_args_is_help=True,
+)
+app.add_typer(report_app, name="report")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -666,7 +682,7 @@ def user_add(
         raise InvalidRequestError(
             f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}"
         ) from None
-    home = None if parsed.is_staff else (household or settings.household)
+    home = None if not parsed.in_household else (household or settings.household)
     with _accounts(settings) as accounts:
         created = accounts.add_user(username, parsed, home, actor=_cli_actor())
     assert created.setup_secret is not None
@@ -940,6 +956,118 @@ def audit_rotate_key(
             "tree_head": head.to_json() if head else None,
         }
     )
+
+
+@audit_app.command("export")
+def audit_export(
+    out_path: Annotated[
+        Path, typer.Option("--out", help="File to write (JSON Lines).", dir_okay=False)
+    ],
+    public: Annotated[
+        bool,
+        typer.Option(
+            "--public/--no-public",
+            help="Request entries in full, every other entry as its leaf hash only (the "
+            "export anyone may hold to check the transparency report).",
+        ),
+    ] = True,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write the public export of the audit log up to a signed tree head (signed now if the
+    log grew): request entries with their contents, others as leaf hashes only, so the tree
+    still hashes to the signed root and no household's viewing is disclosed."""
+    if not public:
+        raise InvalidRequestError("only the public export exists; the full log stays home")
+    settings = load_settings(config, data_dir=data_dir)
+    with _audit_log(settings) as audit:
+        audit.ensure_key()
+        try:
+            with out_path.open("x", encoding="utf-8") as f:
+                head = TransparencyReport(audit).export_public(f)
+        except FileExistsError:
+            raise StorageError(f"{out_path} exists; choose another file") from None
+        except OSError as exc:
+            raise StorageError(f"cannot write {out_path}: {exc.strerror or exc}") from exc
+    _print_json({"export": str(out_path), "tree_head": head.to_json()})
+
+
+@report_app.command("make")
+def report_make(
+    half: Annotated[
+        str | None,
+        typer.Option("--half", help="Half-year, like 2026H2 (default: the current one)."),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help=f"Range start instead of --half, {_TIME}.")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--end", help=f"Range end, {_TIME}.")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="json, csv or html.", case_sensitive=False)
+    ] = "json",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Count the transparency report over requests filed in a half-year or a range, at a
+    signed tree head, and print it as JSON, CSV or HTML."""
+    if (start is None) != (end is None):
+        raise InvalidRequestError("give both --start and --end, or neither")
+    if start is not None and half is not None:
+        raise InvalidRequestError("give --half or --start/--end, not both")
+    if fmt.lower() not in ("json", "csv", "html"):
+        raise InvalidRequestError("--format is json, csv or html")
+    settings = load_settings(config, data_dir=data_dir)
+    if start is not None and end is not None:
+        lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
+    else:
+        lo, hi = half_year(half or current_half_year(time.time()))
+    with _audit_log(settings) as audit:
+        audit.ensure_key()
+        report = TransparencyReport(audit).build(lo, hi)
+    if fmt.lower() == "csv":
+        sys.stdout.write(to_csv(report))
+    elif fmt.lower() == "html":
+        sys.stdout.write(to_html(report))
+    else:
+        _print_json(report)
+
+
+@report_app.command("verify")
+def report_verify(
+    report_path: Annotated[Path, typer.Argument(help="The report (JSON).", dir_okay=False)],
+    log: Annotated[
+        Path, typer.Option("--log", help="The public log export (JSON Lines).", dir_okay=False)
+    ],
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The deployment's public key, obtained separately; without it the keys in "
+            "the export are used (self-asserted).",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Recount a transparency report from a public export of the log, offline: the head's
+    signature, the export hashing to the signed root, and every figure. Exits 1 naming the
+    first thing that does not match."""
+    try:
+        data = json.loads(report_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read {report_path}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise InvalidRequestError(f"{report_path} is not JSON: {exc}") from exc
+    trusted = load_public_keys(public_key) if public_key is not None else None
+    try:
+        summary = verify_report(data, log, trusted)
+    except VerificationError as exc:
+        failure: dict[str, Any] = {"ok": False, "reason": str(exc), "error": exc.code}
+        if isinstance(exc, LogTamperedError):
+            failure["first_bad_index"] = exc.first_bad_index
+        _print_json(failure)
+        err.print(Text(f"report verification FAILED: {exc}", style="bold red"))
+        raise typer.Exit(EXIT_VERIFY_FAILED) from None
+    _print_json(summary)
 
 
 # ------------------------------------------------------------------------------------------

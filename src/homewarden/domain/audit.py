@@ -46,8 +46,9 @@ MAX_NAME = 200
 class AuditTag(StrEnum):
     """Every action the audit log records: ``source:subject:action``, sorted.
 
-    Only actions HomeWarden performs today are listed; disclosure requests, exports and
-    notices add theirs when they exist.
+    Disclosure requests are ``request:<kind>:<verb>`` (kind: consent, subpoena, court_order,
+    search_warrant, preservation or emergency), one verb per step of
+    :mod:`homewarden.domain.disclosure` (``AUDIT_VERB`` in :mod:`homewarden.services.disclosure`).
     """
 
     #: A member was granted a camera.
@@ -85,6 +86,150 @@ class AuditTag(StrEnum):
     FOOTAGE_PLAYBACK_VIEW = "footage:playback:view"
     #: An event's snapshot image was served.
     FOOTAGE_SNAPSHOT_VIEW = "footage:snapshot:view"
+    #: Staff added or changed an agency on the allow-list.
+    REQUEST_AGENCY_CHANGE = "request:agency:change"
+    #: A consent request: it was closed.
+    REQUEST_CONSENT_CLOSE = "request:consent:close"
+    #: A consent request: the owner declined it.
+    REQUEST_CONSENT_DECLINE = "request:consent:decline"
+    #: A consent request: it expired unanswered (7 days).
+    REQUEST_CONSENT_EXPIRE = "request:consent:expire"
+    #: A consent request: a requester filed it.
+    REQUEST_CONSENT_FILE = "request:consent:file"
+    #: A consent request: its package was made.
+    REQUEST_CONSENT_FULFIL = "request:consent:fulfil"
+    #: A consent request: the owner granted it (all or part).
+    REQUEST_CONSENT_GRANT = "request:consent:grant"
+    #: A consent request: the owner was notified.
+    REQUEST_CONSENT_NOTIFY = "request:consent:notify"
+    #: A consent request: it was routed (owner inbox or staff review).
+    REQUEST_CONSENT_ROUTE = "request:consent:route"
+    #: A consent request: its requester was verified.
+    REQUEST_CONSENT_VERIFY = "request:consent:verify"
+    #: A consent request: the requester withdrew it.
+    REQUEST_CONSENT_WITHDRAW = "request:consent:withdraw"
+    #: A court order: a legal reviewer accepted it.
+    REQUEST_COURT_ORDER_ACCEPT = "request:court_order:accept"
+    #: A court order: it was closed.
+    REQUEST_COURT_ORDER_CLOSE = "request:court_order:close"
+    #: A court order: a requester filed it.
+    REQUEST_COURT_ORDER_FILE = "request:court_order:file"
+    #: A court order: its package was made.
+    REQUEST_COURT_ORDER_FULFIL = "request:court_order:fulfil"
+    #: A court order: its scope was narrowed.
+    REQUEST_COURT_ORDER_NARROW = "request:court_order:narrow"
+    #: A court order: the owner was notified.
+    REQUEST_COURT_ORDER_NOTIFY = "request:court_order:notify"
+    #: A court order: it was rejected.
+    REQUEST_COURT_ORDER_REJECT = "request:court_order:reject"
+    #: A court order: it was routed (owner inbox or staff review).
+    REQUEST_COURT_ORDER_ROUTE = "request:court_order:route"
+    #: A court order: the owner notice was scheduled (delayed).
+    REQUEST_COURT_ORDER_SCHEDULE = "request:court_order:schedule"
+    #: A court order: its requester was verified.
+    REQUEST_COURT_ORDER_VERIFY = "request:court_order:verify"
+    #: A court order: the requester withdrew it.
+    REQUEST_COURT_ORDER_WITHDRAW = "request:court_order:withdraw"
+    #: A emergency request: a staff approval (or the release once both are in).
+    REQUEST_EMERGENCY_APPROVE = "request:emergency:approve"
+    #: A emergency request: staff called the agency's registered number.
+    REQUEST_EMERGENCY_CALLBACK = "request:emergency:callback"
+    #: A emergency request: it was closed.
+    REQUEST_EMERGENCY_CLOSE = "request:emergency:close"
+    #: A emergency request: a requester filed it.
+    REQUEST_EMERGENCY_FILE = "request:emergency:file"
+    #: A emergency request: its package was made.
+    REQUEST_EMERGENCY_FULFIL = "request:emergency:fulfil"
+    #: A emergency request: its scope was narrowed.
+    REQUEST_EMERGENCY_NARROW = "request:emergency:narrow"
+    #: A emergency request: the owner was notified.
+    REQUEST_EMERGENCY_NOTIFY = "request:emergency:notify"
+    #: A emergency request: it was rejected.
+    REQUEST_EMERGENCY_REJECT = "request:emergency:reject"
+    #: A emergency request: it was routed (owner inbox or staff review).
+    REQUEST_EMERGENCY_ROUTE = "request:emergency:route"
+    #: A emergency request: the owner notice was scheduled (delayed).
+    REQUEST_EMERGENCY_SCHEDULE = "request:emergency:schedule"
+    #: A emergency request: its requester was verified.
+    REQUEST_EMERGENCY_VERIFY = "request:emergency:verify"
+    #: A emergency request: the requester withdrew it.
+    REQUEST_EMERGENCY_WITHDRAW = "request:emergency:withdraw"
+    #: A package download was refused (another request's, an expired or unknown link).
+    REQUEST_PACKAGE_DENY = "request:package:deny"
+    #: A requester downloaded a fulfilled request's package.
+    REQUEST_PACKAGE_DOWNLOAD = "request:package:download"
+    #: An owner changed the household's disclosure policy.
+    REQUEST_POLICY_CHANGE = "request:policy:change"
+    #: A preservation request: a legal reviewer accepted it.
+    REQUEST_PRESERVATION_ACCEPT = "request:preservation:accept"
+    #: A preservation request: a requester filed it.
+    REQUEST_PRESERVATION_FILE = "request:preservation:file"
+    #: A preservation request: its scope was narrowed.
+    REQUEST_PRESERVATION_NARROW = "request:preservation:narrow"
+    #: A preservation request: the owner was notified.
+    REQUEST_PRESERVATION_NOTIFY = "request:preservation:notify"
+    #: A preservation request: it was rejected.
+    REQUEST_PRESERVATION_REJECT = "request:preservation:reject"
+    #: A preservation request: its preservation hold ended.
+    REQUEST_PRESERVATION_RELEASE = "request:preservation:release"
+    #: A preservation request: its preservation hold was renewed.
+    REQUEST_PRESERVATION_RENEW = "request:preservation:renew"
+    #: A preservation request: it was routed (owner inbox or staff review).
+    REQUEST_PRESERVATION_ROUTE = "request:preservation:route"
+    #: A preservation request: the owner notice was scheduled (delayed).
+    REQUEST_PRESERVATION_SCHEDULE = "request:preservation:schedule"
+    #: A preservation request: its requester was verified.
+    REQUEST_PRESERVATION_VERIFY = "request:preservation:verify"
+    #: A preservation request: the requester withdrew it.
+    REQUEST_PRESERVATION_WITHDRAW = "request:preservation:withdraw"
+    #: A requester account was locked after too many wrong TOTP codes; staff alerted.
+    REQUEST_REQUESTER_LOCK = "request:requester:lock"
+    #: A requester signed up; the setup link went to the official mail address.
+    REQUEST_REQUESTER_SIGNUP = "request:requester:signup"
+    #: A search warrant: a legal reviewer accepted it.
+    REQUEST_SEARCH_WARRANT_ACCEPT = "request:search_warrant:accept"
+    #: A search warrant: it was closed.
+    REQUEST_SEARCH_WARRANT_CLOSE = "request:search_warrant:close"
+    #: A search warrant: a requester filed it.
+    REQUEST_SEARCH_WARRANT_FILE = "request:search_warrant:file"
+    #: A search warrant: its package was made.
+    REQUEST_SEARCH_WARRANT_FULFIL = "request:search_warrant:fulfil"
+    #: A search warrant: its scope was narrowed.
+    REQUEST_SEARCH_WARRANT_NARROW = "request:search_warrant:narrow"
+    #: A search warrant: the owner was notified.
+    REQUEST_SEARCH_WARRANT_NOTIFY = "request:search_warrant:notify"
+    #: A search warrant: it was rejected.
+    REQUEST_SEARCH_WARRANT_REJECT = "request:search_warrant:reject"
+    #: A search warrant: it was routed (owner inbox or staff review).
+    REQUEST_SEARCH_WARRANT_ROUTE = "request:search_warrant:route"
+    #: A search warrant: the owner notice was scheduled (delayed).
+    REQUEST_SEARCH_WARRANT_SCHEDULE = "request:search_warrant:schedule"
+    #: A search warrant: its requester was verified.
+    REQUEST_SEARCH_WARRANT_VERIFY = "request:search_warrant:verify"
+    #: A search warrant: the requester withdrew it.
+    REQUEST_SEARCH_WARRANT_WITHDRAW = "request:search_warrant:withdraw"
+    #: A subpoena: a legal reviewer accepted it.
+    REQUEST_SUBPOENA_ACCEPT = "request:subpoena:accept"
+    #: A subpoena: it was closed.
+    REQUEST_SUBPOENA_CLOSE = "request:subpoena:close"
+    #: A subpoena: a requester filed it.
+    REQUEST_SUBPOENA_FILE = "request:subpoena:file"
+    #: A subpoena: its package was made.
+    REQUEST_SUBPOENA_FULFIL = "request:subpoena:fulfil"
+    #: A subpoena: its scope was narrowed.
+    REQUEST_SUBPOENA_NARROW = "request:subpoena:narrow"
+    #: A subpoena: the owner was notified.
+    REQUEST_SUBPOENA_NOTIFY = "request:subpoena:notify"
+    #: A subpoena: it was rejected.
+    REQUEST_SUBPOENA_REJECT = "request:subpoena:reject"
+    #: A subpoena: it was routed (owner inbox or staff review).
+    REQUEST_SUBPOENA_ROUTE = "request:subpoena:route"
+    #: A subpoena: the owner notice was scheduled (delayed).
+    REQUEST_SUBPOENA_SCHEDULE = "request:subpoena:schedule"
+    #: A subpoena: its requester was verified.
+    REQUEST_SUBPOENA_VERIFY = "request:subpoena:verify"
+    #: A subpoena: the requester withdrew it.
+    REQUEST_SUBPOENA_WITHDRAW = "request:subpoena:withdraw"
     #: A setting was changed (camera enabled/disabled, notification preferences, ...).
     SETTING_CHANGE = "setting:value:change"
     #: The audit log's signing key was generated (first run).
@@ -125,7 +270,10 @@ class Actor:
         if principal.kind is PrincipalKind.LOCAL_OPERATOR:
             return cls(ActorKind.LOCAL_OPERATOR, principal.client_host or "unknown")
         if principal.kind is PrincipalKind.USER and principal.user_id is not None:
-            staff = principal.role is not None and principal.role.is_staff
+            role = principal.role
+            if role is not None and role.value == "requester":
+                return cls(ActorKind.REQUESTER, str(principal.user_id))
+            staff = role is not None and role.is_staff
             return cls(ActorKind.STAFF if staff else ActorKind.USER, str(principal.user_id))
         raise InvalidRequestError(f"a {principal.kind} caller is never served footage")
 

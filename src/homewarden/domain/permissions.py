@@ -34,6 +34,7 @@ class Permission(StrEnum):
     """Every permission a route or use-case can declare: ``scope:resource:action``, sorted."""
 
     ACCOUNTS_CREDENTIAL_MANAGE = "accounts:credential:manage"
+    ACCOUNTS_REQUESTER_SIGNUP = "accounts:requester:signup"
     ACCOUNTS_SELF_MANAGE = "accounts:self:manage"
     ACCOUNTS_SESSION_CREATE = "accounts:session:create"
     ACCOUNTS_SUPPORT_GRANT_MANAGE = "accounts:support-grant:manage"
@@ -42,6 +43,14 @@ class Permission(StrEnum):
     CAMERAS_CAMERA_MANAGE = "cameras:camera:manage"
     CAMERAS_CAMERA_READ = "cameras:camera:read"
     CAMERAS_STATUS_READ = "cameras:status:read"
+    DISCLOSURE_AGENCY_MANAGE = "disclosure:agency:manage"
+    DISCLOSURE_NOTICE_READ = "disclosure:notice:read"
+    DISCLOSURE_PACKAGE_DOWNLOAD = "disclosure:package:download"
+    DISCLOSURE_POLICY_MANAGE = "disclosure:policy:manage"
+    DISCLOSURE_REQUEST_ANSWER = "disclosure:request:answer"
+    DISCLOSURE_REQUEST_FILE = "disclosure:request:file"
+    DISCLOSURE_REQUEST_READ = "disclosure:request:read"
+    DISCLOSURE_REQUEST_REVIEW = "disclosure:request:review"
     EVENTS_EVENT_READ = "events:event:read"
     FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
     FOOTAGE_LIVE_VIEW = "footage:live:view"
@@ -54,19 +63,29 @@ class Permission(StrEnum):
 
 
 class Role(StrEnum):
-    """A user's role (DESIGN.md "The people who use it"). Requesters arrive with the
-    disclosure issue."""
+    """A user's role (DESIGN.md "The people who use it")."""
 
     OWNER = "owner"
     MEMBER = "member"
     SUPPORT = "support"
     LEGAL_REVIEWER = "legal_reviewer"
     CUSTODIAN = "custodian"
+    REQUESTER = "requester"
 
     @property
     def is_staff(self) -> bool:
         """Staff of the deployment (not of a household): support, legal reviewer, custodian."""
         return self in STAFF_ROLES
+
+    @property
+    def in_household(self) -> bool:
+        """Owner and member belong to a household; staff and requesters to none."""
+        return self in (Role.OWNER, Role.MEMBER)
+
+    @property
+    def needs_totp(self) -> bool:
+        """Staff and requesters must sign in with TOTP (issue: requesters "must use TOTP")."""
+        return self.is_staff or self is Role.REQUESTER
 
 
 #: Roles that belong to the deployment, not to a household; they must use TOTP.
@@ -148,7 +167,22 @@ _STAFF = frozenset(
 )
 
 #: What anyone may do, signed in or not.
-ANONYMOUS_GRANTS = frozenset({Permission.ACCOUNTS_SESSION_CREATE, Permission.SYSTEM_PUBLIC_READ})
+ANONYMOUS_GRANTS = frozenset(
+    {
+        Permission.ACCOUNTS_REQUESTER_SIGNUP,
+        Permission.ACCOUNTS_SESSION_CREATE,
+        Permission.SYSTEM_PUBLIC_READ,
+    }
+)
+#: Disclosure review: legal reviewers and custodians (DESIGN.md: one approval each).
+_REVIEW = frozenset(
+    {
+        Permission.DISCLOSURE_AGENCY_MANAGE,
+        Permission.DISCLOSURE_NOTICE_READ,
+        Permission.DISCLOSURE_REQUEST_READ,
+        Permission.DISCLOSURE_REQUEST_REVIEW,
+    }
+)
 
 #: Deny-by-default grant table. A permission added to :class:`Permission` is held by nobody
 #: until it is written here on purpose. Footage permissions of support are usable only under
@@ -160,6 +194,10 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         Permission.ACCOUNTS_USER_MANAGE,
         Permission.AUDIT_ACCESS_LOG_READ,
         Permission.CAMERAS_CAMERA_MANAGE,
+        Permission.DISCLOSURE_NOTICE_READ,
+        Permission.DISCLOSURE_POLICY_MANAGE,
+        Permission.DISCLOSURE_REQUEST_ANSWER,
+        Permission.DISCLOSURE_REQUEST_READ,
         Permission.SYSTEM_HEALTH_READ,
     },
     Role.MEMBER: _VIEWER,
@@ -173,18 +211,35 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         Permission.FOOTAGE_RECORDING_READ,
         Permission.FOOTAGE_SNAPSHOT_READ,
     },
-    Role.LEGAL_REVIEWER: _STAFF,
-    Role.CUSTODIAN: _STAFF,
+    Role.LEGAL_REVIEWER: _STAFF | _REVIEW,
+    Role.CUSTODIAN: _STAFF | _REVIEW,
+    Role.REQUESTER: frozenset(
+        {
+            Permission.ACCOUNTS_CREDENTIAL_MANAGE,
+            Permission.ACCOUNTS_SELF_MANAGE,
+            Permission.DISCLOSURE_NOTICE_READ,
+            Permission.DISCLOSURE_PACKAGE_DOWNLOAD,
+            Permission.DISCLOSURE_REQUEST_FILE,
+            Permission.DISCLOSURE_REQUEST_READ,
+            Permission.SYSTEM_OPENAPI_READ,
+        }
+    ),
 }
 
 #: What an API token never holds, whatever its account's role: managing credentials (tokens,
 #: password, TOTP), accounts and grants. A stolen token must not mint lasting access (a new
 #: token, a new owner) that outlives its own revocation; scripts read and watch footage.
+#: Nor does it answer, review or set policy for disclosure requests: a decision that lets
+#: footage leave the home is taken by a person signed in with their second factor.
 TOKEN_EXCLUDED = frozenset(
     {
         Permission.ACCOUNTS_CREDENTIAL_MANAGE,
         Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE,
         Permission.ACCOUNTS_USER_MANAGE,
+        Permission.DISCLOSURE_AGENCY_MANAGE,
+        Permission.DISCLOSURE_POLICY_MANAGE,
+        Permission.DISCLOSURE_REQUEST_ANSWER,
+        Permission.DISCLOSURE_REQUEST_REVIEW,
     }
 )
 
@@ -283,6 +338,8 @@ def camera_access(principal: Principal, household: str, camera: str, now: float)
             f"staff support sees footage of household {household!r} only under a support "
             "grant from its owner, and none is in force"
         )
+    if role is Role.REQUESTER:
+        raise NotFoundError(f"no camera {camera!r}")
     if role.is_staff:
         raise PermissionDeniedError(f"{role} staff see no footage outside a fulfilled request")
     if principal.household != household:

@@ -7,11 +7,15 @@ Entries are read from the end of the log backwards and kept when they concern th
 ``footage:*`` and ``account:*`` action). A page reads at most ``scan_limit`` entries, so a
 household with few entries in a large shared log costs a bounded amount per page; a page may
 then hold fewer than ``limit`` entries and still have a ``next_before`` to continue from.
+
+Entries made for a disclosure request whose owner notice is not sent yet (a search warrant
+under a non-disclosure order, 18 U.S.C. 2705(b)) are left out until it is: the access log must
+not tell the owner before the law lets the deployment do so. ``hidden`` names those requests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from homewarden.domain.audit import AuditEntry, AuditTag
@@ -45,13 +49,22 @@ class AccessLog:
     Args:
         audit: the open audit log.
         scan_limit: most entries one page reads (at least 1).
+        hidden: household -> ids of requests whose entries stay out of its access log for
+            now (see the module docstring); None hides nothing.
     """
 
-    def __init__(self, audit: AuditLog, *, scan_limit: int = SCAN_LIMIT) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        *,
+        scan_limit: int = SCAN_LIMIT,
+        hidden: Callable[[str], Collection[str]] | None = None,
+    ) -> None:
         if scan_limit < 1:
             raise ValueError("scan_limit must be at least 1")
         self._audit = audit
         self._scan_limit = scan_limit
+        self._hidden = hidden
 
     def page(
         self,
@@ -76,12 +89,17 @@ class AccessLog:
         size = self._audit.size()
         index = size if before is None else min(before, size)
         wanted = frozenset(tags)
+        hidden = frozenset(self._hidden(household)) if self._hidden is not None else frozenset()
         found: list[AuditEntry] = []
         scanned = 0
         while index > 0 and len(found) < limit and scanned < self._scan_limit:
             index -= 1
             scanned += 1
             entry = self._audit.entry(index)
-            if entry.subject.household == household and entry.action in wanted:
+            if (
+                entry.subject.household == household
+                and entry.action in wanted
+                and entry.subject.request not in hidden
+            ):
                 found.append(entry)
         return AccessPage(found, index if index > 0 else None)

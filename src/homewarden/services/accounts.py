@@ -120,9 +120,11 @@ class TotpEnrolment:
 
 
 def user_actor(user: UserRecord) -> Actor:
-    """The audit actor of an account (staff or user, by id)."""
-    staff = Role(user.role).is_staff
-    return Actor(ActorKind.STAFF if staff else ActorKind.USER, str(user.id))
+    """The audit actor of an account (staff, requester or user, by id)."""
+    role = Role(user.role)
+    if role is Role.REQUESTER:
+        return Actor(ActorKind.REQUESTER, str(user.id))
+    return Actor(ActorKind.STAFF if role.is_staff else ActorKind.USER, str(user.id))
 
 
 class AccountService:
@@ -149,6 +151,8 @@ class AccountService:
         self._clock = clock
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         self._lock = threading.Lock()
+        #: Called with a requester account just locked for wrong TOTP codes (staff alert).
+        self.on_requester_locked: Callable[[UserRecord], None] | None = None
 
     @property
     def _settings(self) -> Settings:
@@ -225,9 +229,9 @@ class AccountService:
             raise InvalidRequestError(
                 f"unknown role {role!r}; one of {', '.join(r.value for r in Role)}"
             ) from None
-        if role.is_staff and household is not None:
-            raise InvalidRequestError(f"{role} is a staff role: it belongs to no household")
-        if not role.is_staff:
+        if not role.in_household and household is not None:
+            raise InvalidRequestError(f"a {role} belongs to no household")
+        if role.in_household:
             if household is None:
                 raise InvalidRequestError(f"a {role} belongs to a household")
             if household not in {h for h, _ in self._store.households()}:
@@ -276,6 +280,7 @@ class AccountService:
             self._store.delete_sessions_of(user_id)
         else:
             self._clear_locks(user.username)
+            self._store.set_throttle(f"totp:{user_id}", 0, 0.0)
         tag = AuditTag.ACCOUNT_USER_DISABLE if disabled else AuditTag.ACCOUNT_USER_ENABLE
         self._audit.append(tag, actor, user.username, household=self._household_of(user))
         return user
@@ -344,8 +349,10 @@ class AccountService:
         """
         user = self.setup_user(secret)
         rules.check_new_password(password, user.username)
-        if Role(user.role).is_staff and not totp_secret:
-            raise InvalidRequestError("staff accounts must set up a TOTP second factor")
+        if Role(user.role).needs_totp and not totp_secret:
+            raise InvalidRequestError(
+                "staff and requester accounts must set up a TOTP second factor"
+            )
         step: int | None = None
         if totp_secret:
             step = self._totp_step(totp_secret, totp_code or "", None)
@@ -396,10 +403,11 @@ class AccountService:
             raise AuthenticationError("wrong username or password")
         self._clear_throttle(name, client_host)
         needs_totp = user.totp_secret is not None
-        if Role(user.role).is_staff and not needs_totp:
-            self._fail(user, name, client_host, now, "staff account without TOTP")
+        if Role(user.role).needs_totp and not needs_totp:
+            self._fail(user, name, client_host, now, f"{user.role} account without TOTP")
             raise AuthenticationError(
-                "staff accounts need TOTP; ask for a new setup link to enrol a phone"
+                "staff and requester accounts need TOTP; ask for a new setup link to enrol "
+                "a phone"
             )
         stage = STAGE_MFA if needs_totp else STAGE_FULL
         secret, session = self._new_session(user, stage, client_host, now)
@@ -428,7 +436,10 @@ class AccountService:
                 self._store.update_user(user.id, totp_last_step=step)
         if step is None or user.disabled:
             self._fail(user, user.username, client_host, now, "wrong TOTP code")
+            if step is None:
+                self._count_totp_failure(user, now)
             raise AuthenticationError("wrong or already used code")
+        self._store.set_throttle(f"totp:{user.id}", 0, 0.0)
         self._store.delete_session(session.id)
         self._clear_throttle(user.username, client_host)
         secret, full = self._new_session(user, STAGE_FULL, client_host, now)
@@ -491,6 +502,28 @@ class AccountService:
             f"{why} from {client_host}",
             household=self._settings.household if user is None else self._household_of(user),
         )
+
+    def _count_totp_failure(self, user: UserRecord, now: float) -> None:
+        """Count a wrong TOTP code; a requester reaching :data:`REQUESTER_TOTP_LIMIT` in a
+        row is disabled (staff re-enable it) and :attr:`on_requester_locked` is called."""
+        key = f"totp:{user.id}"
+        prior = self._store.throttle(key)
+        count = (prior[0] if prior is not None else 0) + 1
+        self._store.set_throttle(key, count, now)
+        if Role(user.role) is not Role.REQUESTER or count < rules.REQUESTER_TOTP_LIMIT:
+            return
+        if user.disabled:
+            return
+        self._store.update_user(user.id, disabled=True)
+        self._store.delete_sessions_of(user.id)
+        self._audit.append(
+            AuditTag.REQUEST_REQUESTER_LOCK,
+            Actor(ActorKind.SYSTEM, "login"),
+            f"requester {user.username} locked after {count} wrong TOTP codes in a row",
+        )
+        log.warning("requester %s locked after %d wrong TOTP codes", user.username, count)
+        if self.on_requester_locked is not None:
+            self.on_requester_locked(user)
 
     def _clear_throttle(self, name: str, client_host: str) -> None:
         self._store.set_throttle(f"acct:{name}:{client_host}", 0, 0.0)
@@ -664,8 +697,8 @@ class AccountService:
             AuthenticationError: wrong password.
         """
         user = self._store.user(user_id)
-        if Role(user.role).is_staff:
-            raise PermissionDeniedError("staff accounts must keep TOTP")
+        if Role(user.role).needs_totp:
+            raise PermissionDeniedError("staff and requester accounts must keep TOTP")
         if not user.password_hash or not password_matches(user.password_hash, password):
             raise AuthenticationError("the password is wrong")
         self._store.update_user(user_id, totp_secret=None, totp_last_step=None)

@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -415,6 +415,17 @@ class AuditLog:
                 f"entry stored at {index} says it is entry {entry.index}", first_bad_index=index
             )
         return entry
+
+    def iter_leaves(
+        self, start: int = 0, end: int | None = None
+    ) -> Iterator[tuple[int, bytes, bytes]]:
+        """Stored ``(index, leaf, leaf_hash)`` of entries ``start <= index < end`` (default:
+        to the end) in index order, streamed; the leaves unchecked (:meth:`verify` checks).
+
+        Raises:
+            DatabaseError: the log cannot be read.
+        """
+        yield from self._store.iter_entries(start, end)
 
     def root_hash(self, size: int) -> bytes:
         """RFC 9162 root of the first ``size`` entries, from the stored tree nodes.

@@ -58,9 +58,12 @@ from starlette.types import ASGIApp
 
 from homewarden.config import Settings, SettingsHolder
 from homewarden.errors import ConfigError, HomeWardenError, StorageError
+from homewarden.notify.mail import Mailer
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.cameras import CameraAdmin
+from homewarden.services.disclosure import DisclosureService
+from homewarden.services.notices import NoticeService
 from homewarden.services.push import PushNotifier, PushService
 from homewarden.services.queries import CameraStatusLike, Queries
 from homewarden.services.reconcile import reconcile
@@ -70,6 +73,8 @@ from homewarden.services.recorder_group import (
     ThreadRecorderGroup,
 )
 from homewarden.services.retention import run_retention_pass
+from homewarden.store.accounts_store import UserRecord
+from homewarden.store.disclosure_store import DisclosureStore
 from homewarden.store.index import Index
 from homewarden.store.lockfile import DataDirLock
 
@@ -81,6 +86,8 @@ RECORDER_STOP_TIMEOUT = 15.0
 API_STOP_TIMEOUT = 5.0
 #: Seconds to wait for uvicorn to start serving.
 API_START_TIMEOUT = 10.0
+#: Seconds between runs of the disclosure scheduler (due notices, expiries, fulfilment).
+DISCLOSURE_INTERVAL = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class AppContext:
     public_url: str
     push: PushService | None = None
     cameras: CameraAdmin | None = None
+    disclosure: DisclosureService | None = None
 
     def current_settings(self) -> Settings:
         """The settings now, with the cameras as last changed in the app."""
@@ -184,6 +192,9 @@ class Runtime:
         self._stop_requested = threading.Event()
         self._retention_stop = threading.Event()
         self._sth_stop = threading.Event()
+        self._disclosure_stop = threading.Event()
+        self._disclosure: DisclosureService | None = None
+        self._disclosure_thread: threading.Thread | None = None
         self._sth_thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._accounts: AccountService | None = None
@@ -342,6 +353,10 @@ class Runtime:
         self._sth_stop.set()
         if self._sth_thread is not None:
             self._sth_thread.join()
+        self._disclosure_stop.set()
+        if self._disclosure_thread is not None:
+            self._disclosure_thread.join()
+        self._disclosure_thread = self._disclosure = None
         if self._audit is not None:
             self._audit.close()
         if self._index is not None:
@@ -410,6 +425,7 @@ class Runtime:
         )
         self._accounts = AccountService(self._index, self._audit, self._holder, clock=self._clock)
         secret = self._accounts.bootstrap_owner()
+        self._start_disclosure()
         s = self._cameras.load()  # the effective cameras, before any recorder starts
         self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
         self._sth_thread.start()
@@ -459,6 +475,7 @@ class Runtime:
             public_url=self.public_url(),
             push=self._push,
             cameras=self._cameras,
+            disclosure=self._disclosure,
         )
 
     def _start_api(self, app_factory: Callable[[AppContext], ASGIApp]) -> None:
@@ -488,6 +505,50 @@ class Runtime:
                 raise ConfigError(f"the API did not start on {self._address.url}")
             time.sleep(0.02)
         log.info("API listening on %s", self._address.url)
+
+    def _start_disclosure(self) -> None:
+        assert self._index is not None
+        assert self._audit is not None
+        assert self._accounts is not None
+        notices = NoticeService(
+            DisclosureStore(self._index), Mailer(self.settings.mail), clock=self._clock
+        )
+        self._disclosure = DisclosureService(
+            self._index,
+            self._holder,
+            self._audit,
+            self._accounts,
+            notices,
+            public_url=self.public_url() or "http://127.0.0.1",
+            clock=self._clock,
+        )
+
+        def locked(user: UserRecord) -> None:
+            notices.alert_staff(
+                f"Requester {user.username} locked after too many wrong TOTP codes",
+                f"Requester account {user.username} (id {user.id}) entered wrong TOTP codes "
+                "too many times in a row and was disabled. Check with the agency before "
+                "re-enabling it.",
+            )
+
+        self._accounts.on_requester_locked = locked
+        self._disclosure_thread = threading.Thread(
+            target=self._disclosure_loop, name="disclosure-scheduler", daemon=True
+        )
+        self._disclosure_thread.start()
+
+    def _disclosure_loop(self) -> None:
+        """Run due disclosure steps (expiries, delayed notices, holds ending, fulfilment)
+        every :data:`DISCLOSURE_INTERVAL` seconds; due times live in the database, so a
+        restart loses none."""
+        assert self._disclosure is not None
+        while True:
+            try:
+                self._disclosure.run_due()
+            except HomeWardenError as exc:
+                log.error("disclosure scheduler: %s", exc)
+            if self._disclosure_stop.wait(DISCLOSURE_INTERVAL):
+                return
 
     def _retention_loop(self) -> None:
         assert self._index is not None

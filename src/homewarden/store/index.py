@@ -669,6 +669,19 @@ class Index:
             s.flush()
             return row.id
 
+    def set_hold_expiry(self, hold_id: int, expires_at: float | None) -> None:
+        """Move hold ``hold_id``'s expiry (UTC epoch s; None: until removed). A time in the
+        past ends the hold at once (retention then treats its footage as any other).
+
+        Raises:
+            NotFoundError: no hold with that id.
+        """
+        with self._session(f"change hold {hold_id}") as s:
+            row = s.get(HoldRow, hold_id)
+            if row is None:
+                raise NotFoundError(f"no hold {hold_id}")
+            row.expires_at = expires_at
+
     def holds(self, active_at: float | None = None) -> list[HoldRecord]:
         """Holds ordered by start; with ``active_at``, only those not expired at that time."""
         q = select(HoldRow)

@@ -352,3 +352,157 @@ class CameraSettingsRow(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Double)
     updated_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+# disclosure requests (migration 0005)
+
+
+class AgencyRow(Base):
+    """An agency on the deployment's allow-list, kept by staff: its official mail domains
+    and the call-back phone number staff recorded (emergency requests are confirmed by
+    calling this number, never one given in a request)."""
+
+    __tablename__ = "agencies"
+    __table_args__ = (_NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    jurisdiction: Mapped[str] = mapped_column(Text)
+    mail_domains: Mapped[list[Any]] = mapped_column(JSON)
+    callback_phone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RequesterRow(Base):
+    """A requester account (``users`` row of role requester) of one agency, with the
+    official mail address its setup link was sent to."""
+
+    __tablename__ = "requesters"
+    __table_args__ = (Index("ix_requesters_agency", "agency_id"),)
+
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class DisclosureRequestRow(Base):
+    """A disclosure request. ``data`` is the whole request as the services serialise it;
+    the other columns repeat what is queried (household, state, requester, when a system step
+    falls due). ``version`` rises with every change (optimistic concurrency: a step decided on
+    a stale copy is refused)."""
+
+    __tablename__ = "disclosure_requests"
+    __table_args__ = (
+        Index("ix_disclosure_requests_household", "household_id"),
+        Index("ix_disclosure_requests_requester", "requester_id"),
+        Index("ix_disclosure_requests_next_due", "next_due"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32))
+    requester_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id"))
+    agency_id: Mapped[int] = mapped_column(Integer, ForeignKey("agencies.id"))
+    filed_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    next_due: Mapped[float | None] = mapped_column(Double, nullable=True)
+    package: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class RequestTransitionRow(Base):
+    """One recorded step of a request: action, states, actor, time, reason."""
+
+    __tablename__ = "request_transitions"
+    __table_args__ = (Index("ix_request_transitions_request", "request_id", "id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), ForeignKey("disclosure_requests.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_state: Mapped[str] = mapped_column(String(32))
+    actor_role: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    at: Mapped[float] = mapped_column(Double)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class RequestDocumentRow(Base):
+    """A document filed with a request (an order, a warrant); the bytes live under the data
+    dir, named by their SHA-256."""
+
+    __tablename__ = "request_documents"
+    __table_args__ = (Index("ix_request_documents_request", "request_id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), ForeignKey("disclosure_requests.id"))
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded_at: Mapped[float] = mapped_column(Double)
+
+
+class HouseholdPolicyRow(Base):
+    """A household's disclosure policy as its owner set it, where notices go, and the
+    street address requesters locate it by (normalised; NULL: only by camera name)."""
+
+    __tablename__ = "household_policies"
+
+    household_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("households.id"), primary_key=True
+    )
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    notice_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Double)
+    updated_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class NoticeRow(Base):
+    """A notice in the app: to a household's owner (``audience`` owner), to staff, or to one
+    user. ``delivery`` says how it went out besides the app (mail sent, mail failed: why)."""
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        Index("ix_notices_household", "household_id"),
+        Index("ix_notices_audience", "audience"),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audience: Mapped[str] = mapped_column(String(16))
+    household_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    read_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    delivery: Mapped[str] = mapped_column(Text, default="")
+
+
+class PackageLinkRow(Base):
+    """A download link for a fulfilled request's package: only the SHA-256 (hex) of its
+    secret is kept; it expires at ``expires_at``."""
+
+    __tablename__ = "package_links"
+    __table_args__ = (
+        UniqueConstraint("token_hash", name="uq_package_links_hash"),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), ForeignKey("disclosure_requests.id"))
+    requester_id: Mapped[int] = mapped_column(Integer)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    downloads: Mapped[int] = mapped_column(Integer, default=0)

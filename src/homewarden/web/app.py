@@ -51,7 +51,16 @@ from homewarden.services.queries import (
     parse_time,
 )
 from homewarden.services.runtime import AppContext
-from homewarden.web import auth_routes, camera_routes, live, pages, push_routes
+from homewarden.web import (
+    auth_routes,
+    camera_routes,
+    disclosure_pages,
+    disclosure_routes,
+    live,
+    pages,
+    push_routes,
+    report_routes,
+)
 from homewarden.web.deps import caller, undeclared_routes
 from homewarden.web.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -385,6 +394,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     live.add_routes(app, ctx)
     push_routes.add_routes(app, ctx)
     camera_routes.add_routes(app, ctx)
+    disclosure_routes.add_routes(app, ctx)
+    disclosure_pages.add_routes(app, ctx)
+    report_routes.add_routes(app, ctx)
     pages.add_routes(app, ctx)
     _add_docs_routes(app)
     _serve_problems_in_openapi(app)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -379,7 +379,8 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
     _add_static(app)
     _add_login_pages(page, pages, ctx)
     _add_footage_pages(page, pages, ctx)
-    _add_settings_pages(page, pages, ctx)
+    service = getattr(app.state, "disclosure", None)
+    _add_settings_pages(page, pages, ctx, getattr(service, "unnoticed_requests", None))
 
 
 Page = Callable[..., Callable[[Callable[..., Any]], Any]]
@@ -460,9 +461,19 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         if step.needs_totp:
             response = see_other("/login/totp?" + urlencode({"next": target}))
         else:
-            response = see_other(target)
+            response = see_other(landing(target, step.session.user_id))
         _cookie(response, request, step.session_secret)
         return response
+
+    def landing(target: str, user_id: int) -> str:
+        """Where a login goes: ``target``, except that the camera grid (the default) is
+        no page for requesters and disclosure staff, who see no cameras: their requests."""
+        if target != "/":
+            return target
+        user = accounts.user(user_id)
+        if Role(user.role) in (Role.REQUESTER, Role.LEGAL_REVIEWER, Role.CUSTODIAN):
+            return "/requests"
+        return target
 
     def pending(request: Request) -> str | None:
         secret = request.cookies.get(SESSION_COOKIE)
@@ -497,7 +508,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             return pages.render(request, "totp.html", 429, next=target, error=str(exc))
         except AuthenticationError as exc:
             return pages.render(request, "totp.html", 400, next=target, error=str(exc))
-        response = see_other(target)
+        response = see_other(landing(target, step.session.user_id))
         _cookie(response, request, step.session_secret)
         return response
 
@@ -529,7 +540,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             status,
             token=token,
             user=user,
-            staff=Role(user.role).is_staff,
+            staff=Role(user.role).needs_totp,
             totp_secret=enrolment.secret,
             qr=qr_data_uri(enrolment.uri),
             error=error,
@@ -553,7 +564,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             user = accounts.setup_user(token)
         except AuthenticationError as exc:
             return pages.error(request, 400, "Setup link not valid", str(exc))
-        use_totp = bool(code.strip()) or Role(user.role).is_staff
+        use_totp = bool(code.strip()) or Role(user.role).needs_totp
         try:
             if use_totp:
                 check_totp_secret(totp_secret)
@@ -668,9 +679,16 @@ def _add_footage_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         return pages.render(request, "event.html", ev=ev)
 
 
-def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
+def _add_settings_pages(
+    page: Page,
+    pages: Pages,
+    ctx: AppContext,
+    hidden: Callable[[str], Collection[str]] | None,
+) -> None:
     accounts = ctx.accounts
-    access_log = AccessLog(ctx.audit)
+    # Entries of requests the owner may not be told of yet (a non-disclosure order) stay
+    # out of the access log until the notice is sent.
+    access_log = AccessLog(ctx.audit, hidden=hidden)
 
     def me(request: Request) -> Principal:
         return pages.caller(request).principal
@@ -711,7 +729,7 @@ def _add_settings_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             "settings_account.html",
             status,
             user=user,
-            staff=Role(user.role).is_staff,
+            staff=Role(user.role).needs_totp,
             totp_secret=enrolment.secret if enrolment else None,
             qr=qr_data_uri(enrolment.uri) if enrolment else None,
             tokens=accounts.tokens(uid),

@@ -1,0 +1,1 @@
+"""Notice delivery adapters (mail through apprise)."""
