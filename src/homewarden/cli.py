@@ -73,6 +73,7 @@ from homewarden.services.demo import (
     find_local_footage,
     prepare_demo_clip,
 )
+from homewarden.services.disclosure import withheld_requests
 from homewarden.services.evidence import EvidenceService
 from homewarden.services.package_verify import load_public_keys, verify_package_path
 from homewarden.services.queries import Queries, parse_time, redact_url
@@ -85,6 +86,7 @@ from homewarden.services.report import (
     verify_report,
 )
 from homewarden.services.runtime import ApiAddress, Runtime
+from homewarden.store.disclosure_store import DisclosureStore
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
 from homewarden.workers.camera_worker import recorder_pool
@@ -980,11 +982,13 @@ def audit_export(
     if not public:
         raise InvalidRequestError("only the public export exists; the full log stays home")
     settings = load_settings(config, data_dir=data_dir)
-    with _audit_log(settings) as audit:
+    with _index(settings) as index, _audit_log(settings) as audit:
         audit.ensure_key()
+        store = DisclosureStore(index)
+        reports = TransparencyReport(audit, lambda: withheld_requests(store, time.time()))
         try:
             with out_path.open("x", encoding="utf-8") as f:
-                head = TransparencyReport(audit).export_public(f)
+                head = reports.export_public(f)
         except FileExistsError:
             raise StorageError(f"{out_path} exists; choose another file") from None
         except OSError as exc:
@@ -1021,9 +1025,12 @@ def report_make(
         lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
     else:
         lo, hi = half_year(half or current_half_year(time.time()))
-    with _audit_log(settings) as audit:
+    with _index(settings) as index, _audit_log(settings) as audit:
         audit.ensure_key()
-        report = TransparencyReport(audit).build(lo, hi)
+        store = DisclosureStore(index)
+        report = TransparencyReport(audit, lambda: withheld_requests(store, time.time())).build(
+            lo, hi
+        )
     if fmt.lower() == "csv":
         sys.stdout.write(to_csv(report))
     elif fmt.lower() == "html":
@@ -1068,6 +1075,12 @@ def report_verify(
         err.print(Text(f"report verification FAILED: {exc}", style="bold red"))
         raise typer.Exit(EXIT_VERIFY_FAILED) from None
     _print_json(summary)
+    if trusted is None:
+        err.print(
+            f"The tree head verifies with key {summary['key_id'][:16]}... listed in the export "
+            "itself (self-asserted); pass --public-key with the deployment's key, obtained "
+            "separately, to check who made the report."
+        )
 
 
 # ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from homewarden.domain.report import figures
 from homewarden.services.audit import PUBLIC_KEYS_FILE
 from tests.fixtures_mail import SmtpTestServer
 from tests.services.disclosure_helpers import World
-from tests.services.test_report import EXPECTED, R0, R1, script
+from tests.services.test_report import EXPECTED_PUBLIC, R0, R1, script
 
 _SETTINGS_ENV = tuple(
     f"HOMEWARDEN_{k}"
@@ -83,7 +83,7 @@ def test_make_export_verify_and_a_changed_leaf_fails(
 ) -> None:
     report_file, log_file = tmp_path / "report.json", tmp_path / "log.jsonl"
     report = make(deployment, report_file, "--format", "json")
-    assert report["figures"] == EXPECTED
+    assert report["figures"] == EXPECTED_PUBLIC
     exported = export(deployment, log_file)
     assert exported["tree_head"]["tree_size"] >= report["tree_head"]["tree_size"]
 
@@ -94,7 +94,7 @@ def test_make_export_verify_and_a_changed_leaf_fails(
     summary = json.loads(stdout)
     assert summary["ok"] is True
     assert summary["tree_size"] == report["tree_head"]["tree_size"]
-    assert summary["figures_checked"] == len(figures(EXPECTED))
+    assert summary["figures_checked"] == len(figures(EXPECTED_PUBLIC))
 
     # The deployment's public keys given separately: still fine; another key: refused.
     keys = deployment[0] / "keys" / PUBLIC_KEYS_FILE
@@ -158,7 +158,7 @@ def test_make_export_verify_and_a_changed_leaf_fails(
 
     # A figure edited in the report: named.
     edited = json.loads(report_file.read_text(encoding="utf-8"))
-    edited["figures"]["notices_pending"] = 0
+    edited["figures"]["notices_pending"] = 1
     edited_file = tmp_path / "edited.json"
     edited_file.write_text(json.dumps(edited), encoding="utf-8")
     code, stdout, stderr = run(
@@ -166,7 +166,7 @@ def test_make_export_verify_and_a_changed_leaf_fails(
     )
     assert code == EXIT_VERIFY_FAILED
     assert json.loads(stdout)["error"] == "verification"
-    assert "figure notices_pending: the report says 0, the log counts 1" in stderr
+    assert "figure notices_pending: the report says 1, the log counts 0" in stderr
 
     # The export is never overwritten.
     code, _, stderr = run(deployment, "audit", "export", "--out", str(log_file))

@@ -411,11 +411,35 @@ def test_delayed_notice_of_a_withdrawn_request_says_nothing_was_released() -> No
     assert "will be released" not in notice.text
 
 
-def test_nondisclosure_order_already_over_sends_notice_at_once() -> None:
-    req = filed(RequestType.LEGAL_ORDER, nondisclosure_order=True, nondisclosure_until=T0 - 1)
-    d = step(req, Accept("valid warrant"), LEGAL)
+def test_nondisclosure_order_over_by_acceptance_sends_notice_at_once() -> None:
+    req = filed(RequestType.LEGAL_ORDER, nondisclosure_order=True, nondisclosure_until=T0 + DAY)
+    d = step(req, Accept("valid warrant"), LEGAL, now=T0 + 2 * DAY)
     assert d.request.state is State.OWNER_NOTIFIED
     assert d.request.notice is NoticeStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("order", "until", "match"),
+    [
+        (True, T0 - 1, "in the future"),
+        (True, float("inf"), "in the future"),
+        (True, T0 + 400 * DAY, "more than a year"),
+        (True, 1e300, "more than a year"),
+        (False, T0 + DAY, "needs the non-disclosure order"),
+    ],
+)
+def test_nondisclosure_dates_that_cannot_be_kept_are_refused_at_filing(
+    order: bool, until: float, match: str
+) -> None:
+    """Regression (a 1e300 end date crashed the pages and dodged the end-date rule)."""
+    with pytest.raises(InvalidRequestError, match=match):
+        file(filing(RequestType.LEGAL_ORDER, nondisclosure_order=order, nondisclosure_until=until))
+
+
+@pytest.mark.parametrize(("start", "end"), [(-100.0, -50.0), (T0 + 3600, T0 + 7200)])
+def test_a_scope_outside_recorded_time_is_refused(start: float, end: float) -> None:
+    with pytest.raises(InvalidRequestError, match="recorded time"):
+        file(filing(RequestType.CONSENT, scope=Scope("home", ("front",), start, end)))
 
 
 def test_indefinite_nondisclosure_order_is_refused_at_filing() -> None:

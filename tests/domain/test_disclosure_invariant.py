@@ -160,7 +160,7 @@ def filings(draw: st.DrawFn, kind: RequestType) -> Filing:
             kw["nondisclosure_order"] = True
         if ndo == "dated":
             kw["nondisclosure_until"] = T0 + draw(
-                st.one_of(st.sampled_from([-DAY, 29 * DAY, 30 * DAY]), st.floats(-DAY, 60 * DAY))
+                st.one_of(st.sampled_from([1.0, 29 * DAY, 30 * DAY]), st.floats(1.0, 60 * DAY))
             )
         if order is not OrderKind.SEARCH_WARRANT:
             kw["facts"] = tuple(draw(st.lists(st.sampled_from(AccountFact), unique=True)))

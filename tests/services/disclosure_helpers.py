@@ -237,7 +237,20 @@ class World:
         steps = self.svc.store.transitions(request_id)
         assert steps, "a request has transitions"
         prefix = f"request:{self.kind(request_id)}:"
-        expected = [(f"{prefix}{AUDIT_VERB[t.action]}", t.actor_id) for t in steps]
+
+        def public_id(role: str, actor_id: str) -> str:
+            party = d.Party(d.PartyRole(role), actor_id, stored.household)
+            return self.svc.public_actor(party).id
+
+        expected = [
+            (f"{prefix}{AUDIT_VERB[t.action]}", public_id(t.actor_role, t.actor_id)) for t in steps
+        ]
+        # Requesters and owners appear as pseudonyms, never as account ids.
+        assert all(
+            public_id(t.actor_role, t.actor_id).startswith("p-")
+            for t in steps
+            if t.actor_role in ("requester", "owner")
+        )
         entries = self.entries_of(request_id, prefix)
         got = [(str(e.action), e.actor.id) for e in entries]
         assert got == expected, (got, expected)

@@ -878,3 +878,24 @@ def test_footage_under_an_open_request_survives_retention(world: World) -> None:
     w.clock.advance(1)
     run_retention_pass(w.index, w.settings, media, w.clock(), disk_usage=plenty)
     assert not {s.id for s in w.index.segments() if s.camera == PORCH}
+
+
+def test_a_document_name_is_kept_without_its_path_or_control_characters(world: World) -> None:
+    """Regression (a filed name like ``../../../etc/passwd`` came back verbatim in the
+    download's Content-Disposition)."""
+    w = world
+    rita = w.requester("rita")
+    doc = Document('../../../etc/pa"ss\nwd.pdf', "application/pdf", WARRANT.data)
+    r = w.svc.file(
+        w.p(rita.user_id),
+        type=d.RequestType.LEGAL_ORDER,
+        order_kind=d.OrderKind.SEARCH_WARRANT,
+        case_number="CR-7",
+        court="Town district court",
+        start=T0 - 5,
+        end=T0 + 15,
+        description="warrant",
+        camera=PORCH,
+        documents=[doc, Document("..", "text/plain", b"x")],
+    )
+    assert [x.filename for x in w.svc.store.documents(r.id)] == ["passwd.pdf", "document"]

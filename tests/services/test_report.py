@@ -39,6 +39,7 @@ from homewarden.errors import (
     LogTamperedError,
     VerificationError,
 )
+from homewarden.services.disclosure import withheld_requests
 from homewarden.services.report import (
     TransparencyReport,
     current_half_year,
@@ -244,6 +245,47 @@ EXPECTED: dict[str, Any] = {
 }
 
 
+#: What the public sees while the warrant's 30-day non-disclosure order is in force: the
+#: warrant is neither published nor counted (it would tip off the household).
+EXPECTED_PUBLIC: dict[str, Any] = copy.deepcopy(EXPECTED)
+EXPECTED_PUBLIC["requests"]["search_warrant"] = 1
+EXPECTED_PUBLIC["outcomes"]["search_warrant"]["complete"] = 0
+EXPECTED_PUBLIC["notices_delayed"] = 0
+EXPECTED_PUBLIC["notices_pending"] = 0
+
+
+def test_a_request_under_a_nondisclosure_order_is_neither_published_nor_counted(
+    world: World, tmp_path: Path
+) -> None:
+    """Regression (the public log gave away a gagged warrant): until the owner is told, the
+    warrant's entries are exported as leaf hashes and left out of the report; the report
+    still recounts from the export. Once the order ends, both show it."""
+    w = world
+    s = script(w)
+    store = w.svc.store
+    reports = TransparencyReport(w.audit, lambda: withheld_requests(store, w.clock()))
+    report = reports.build(R0, R1)
+    assert report["figures"] == EXPECTED_PUBLIC
+    export = tmp_path / "log.jsonl"
+    with export.open("w", encoding="utf-8") as f:
+        reports.export_public(f, SignedTreeHead.from_json(report["tree_head"]))
+    assert s.ids["warrant"] not in export.read_text(encoding="utf-8")
+    assert verify_report(report, export)["ok"] is True
+
+    # Day 31: the scheduler tells the owner; now the warrant is public and counted.
+    w.clock.advance(31 * DAY)
+    w.svc.run_due()
+    after = reports.build(R0, R1, head=w.audit.sign_tree_head())
+    assert after["figures"]["requests"]["search_warrant"] == 2
+    assert after["figures"]["notices_delayed"] == 1
+    assert after["figures"]["notices_pending"] == 0
+    export2 = tmp_path / "log2.jsonl"
+    with export2.open("w", encoding="utf-8") as f:
+        reports.export_public(f, SignedTreeHead.from_json(after["tree_head"]))
+    assert s.ids["warrant"] in export2.read_text(encoding="utf-8")
+    assert verify_report(after, export2)["ok"] is True
+
+
 def _export(w: World, report: dict[str, Any], path: Path) -> Path:
     head = SignedTreeHead.from_json(report["tree_head"])
     with path.open("w", encoding="utf-8") as f:
@@ -370,7 +412,7 @@ def test_changing_one_leaf_or_the_export_fails_verification(world: World, tmp_pa
     # One character of a request entry's reason.
     n = _leaf_line(lines, s.ids["declined"], "decline")
     line = json.loads(lines[n])
-    assert "-> declined: owner decline; details sha256:" in line["leaf"]
+    assert "-> declined: owner decline; details hmac:" in line["leaf"]
     assert "not without a warrant" not in line["leaf"]  # the owner's words stay home
     line["leaf"] = line["leaf"].replace("owner decline;", "owner declinE;")
     changed = list(lines)

@@ -52,6 +52,11 @@ PRESERVATION_SECONDS = 90 * 86400.0
 EMERGENCY_MAX_WINDOW = 2 * 3600.0
 #: Latest the owner is told of an emergency disclosure, seconds after approval.
 EMERGENCY_NOTICE_MAX_DELAY = 24 * 3600.0
+#: Longest non-disclosure order accepted, seconds (U.S. DOJ, "Policy Regarding Applications
+#: for Protective Orders Pursuant to 18 U.S.C. 2705(b)", 19 Oct 2017: one year at most).
+MAX_NONDISCLOSURE_SECONDS = 366 * 86400.0
+#: How far past ``now`` a scope may end (clock skew between requester and deployment), s.
+CLOCK_SLACK_SECONDS = 300.0
 #: Longest free-text fields (reasons, descriptions), characters.
 MAX_TEXT = 4000
 
@@ -101,9 +106,7 @@ _TERMINAL = frozenset(
     {State.DECLINED, State.REJECTED, State.EXPIRED, State.WITHDRAWN, State.CLOSED}
 )
 #: Decided in the requester's favour, waiting for fulfilment.
-_DECIDED = frozenset(
-    {State.APPROVED, State.NARROWED, State.NOTICE_SCHEDULED, State.OWNER_NOTIFIED}
-)
+_DECIDED = frozenset({State.APPROVED, State.NARROWED, State.NOTICE_SCHEDULED, State.OWNER_NOTIFIED})
 _OPEN = frozenset({State.UNDER_REVIEW, State.AWAITING_OWNER})
 
 
@@ -205,7 +208,9 @@ class Scope:
             raise InvalidRequestError("a scope names each camera once")
         if tuple(sorted(self.cameras)) != self.cameras:
             object.__setattr__(self, "cameras", tuple(sorted(self.cameras)))
-        if not (_finite(self.start) and _finite(self.end)) or not self.end > self.start:
+        if not (_finite(self.start) and _finite(self.end)):
+            raise InvalidRequestError("a scope's start and end are finite numbers (UTC epoch s)")
+        if not self.end > self.start:
             raise InvalidRequestError("a scope's end must be after its start")
 
     @property
@@ -277,12 +282,12 @@ class Policy:
                 "the owner is told of an emergency disclosure within 24 h at most "
                 f"(notice delay {self.notice_delay:.0f} s > {EMERGENCY_NOTICE_MAX_DELAY:.0f} s)"
             )
-        if not (
-            _finite(self.emergency_max_window) and self.emergency_max_window >= 60
-        ) or self.emergency_max_window > EMERGENCY_MAX_WINDOW:
+        if (
+            not (_finite(self.emergency_max_window) and self.emergency_max_window >= 60)
+            or self.emergency_max_window > EMERGENCY_MAX_WINDOW
+        ):
             raise InvalidRequestError(
-                "the emergency window cap is between 60 s and "
-                f"{EMERGENCY_MAX_WINDOW:.0f} s (2 h)"
+                f"the emergency window cap is between 60 s and {EMERGENCY_MAX_WINDOW:.0f} s (2 h)"
             )
 
     def describe(self) -> str:
@@ -626,8 +631,24 @@ def file_request(
         )
     if f.type is not RequestType.EMERGENCY and f.attested:
         raise InvalidRequestError("only an emergency request carries an attestation")
-    if f.nondisclosure_until is not None and not _finite(f.nondisclosure_until):
-        raise InvalidRequestError("the non-disclosure order's end date is not a time")
+    if f.nondisclosure_until is not None:
+        if not f.nondisclosure_order:
+            raise InvalidRequestError(
+                "a non-disclosure end date needs the non-disclosure order itself (say it was filed)"
+            )
+        if not _finite(f.nondisclosure_until) or f.nondisclosure_until <= now:
+            raise InvalidRequestError(
+                "the non-disclosure order's end date must be a time in the future (an order "
+                "that has ended delays nothing: file without it)"
+            )
+        if f.nondisclosure_until > now + MAX_NONDISCLOSURE_SECONDS:
+            raise InvalidRequestError(
+                "a non-disclosure order of more than a year is refused: orders under 18 U.S.C. "
+                "2705(b) should not exceed one year (U.S. DOJ policy of 19 Oct 2017); file "
+                "the court's extension when it is granted"
+            )
+    if f.scope.start < 0 or f.scope.end > now + CLOCK_SLACK_SECONDS:
+        raise InvalidRequestError("a scope covers recorded time: after 1970 and not in the future")
     req = Request(
         id=request_id,
         type=f.type,
@@ -647,11 +668,15 @@ def file_request(
         attested=f.attested,
     )
     out = _Out(req)
-    out.move("file", State.SUBMITTED, requester, now, f"filed a {_type_name(req)} request")
+    name = _type_name(req)
+    article = "an" if name[0] in "aeiou" else "a"
+    out.move("file", State.SUBMITTED, requester, now, f"filed {article} {name} request")
     out.move("verify_requester", State.REQUESTER_VERIFIED, SYSTEM, now,
              "agency, mail domain and TOTP verified")  # fmt: skip
-    if f.type is RequestType.LEGAL_ORDER and f.nondisclosure_order and (
-        f.nondisclosure_until is None
+    if (
+        f.type is RequestType.LEGAL_ORDER
+        and f.nondisclosure_order
+        and (f.nondisclosure_until is None)
     ):
         return out.reject(
             RejectCode.INDEFINITE_NONDISCLOSURE,
@@ -910,9 +935,7 @@ def _accept(out: _Out, action: Accept, actor: Party, now: float) -> None:
         _send_notice(out, SYSTEM, now, "accepted")
 
 
-def _callback(
-    out: _Out, action: RecordCallback, actor: Party, policy: Policy, now: float
-) -> None:
+def _callback(out: _Out, action: RecordCallback, actor: Party, policy: Policy, now: float) -> None:
     req = out.req
     _need(actor, _STAFF, "record a call-back")
     if req.type is not RequestType.EMERGENCY:
@@ -1099,8 +1122,10 @@ def due_actions(req: Request, now: float) -> Sequence[Action]:
     due: list[Action] = []
     if req.state is State.AWAITING_OWNER and now >= req.filed_at + CONSENT_ANSWER_SECONDS:
         due.append(Expire())
-    if req.notice is NoticeStatus.SCHEDULED and req.notice_due is not None and (
-        now >= req.notice_due
+    if (
+        req.notice is NoticeStatus.SCHEDULED
+        and req.notice_due is not None
+        and (now >= req.notice_due)
     ):
         due.append(SendScheduledNotice())
     if (

@@ -406,8 +406,7 @@ class AccountService:
         if Role(user.role).needs_totp and not needs_totp:
             self._fail(user, name, client_host, now, f"{user.role} account without TOTP")
             raise AuthenticationError(
-                "staff and requester accounts need TOTP; ask for a new setup link to enrol "
-                "a phone"
+                "staff and requester accounts need TOTP; ask for a new setup link to enrol a phone"
             )
         stage = STAGE_MFA if needs_totp else STAGE_FULL
         secret, session = self._new_session(user, stage, client_host, now)

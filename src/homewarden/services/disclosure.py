@@ -99,6 +99,25 @@ MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 DOCUMENT_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "text/plain"})
 #: At most this many documents per request.
 MAX_DOCUMENTS = 10
+#: Public mail services: an address there proves nothing about an agency.
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "aol.com",
+        "gmail.com",
+        "googlemail.com",
+        "hotmail.com",
+        "icloud.com",
+        "live.com",
+        "mail.com",
+        "me.com",
+        "msn.com",
+        "outlook.com",
+        "proton.me",
+        "protonmail.com",
+        "yahoo.com",
+        "zoho.com",
+    }
+)
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]{7,32}$")
@@ -390,6 +409,11 @@ class DisclosureService:
         for dom in domains:
             if not _DOMAIN.match(dom):
                 raise InvalidRequestError(f"{dom!r} is not a mail domain (like police.example.gov)")
+            if dom in FREE_MAIL_DOMAINS or dom.split(".")[0] in ("gmx", "yandex"):
+                raise InvalidRequestError(
+                    f"{dom} is a public mail service: anyone can have an address there, so it "
+                    "proves nothing about an officer; list the agency's own domain"
+                )
         phone = callback_phone.strip()
         if not _PHONE.match(phone) or sum(c.isdigit() for c in phone) < 7:
             raise InvalidRequestError(
@@ -433,9 +457,19 @@ class DisclosureService:
                 f"the address must be at one of {agency.name}'s official mail domains: "
                 f"{', '.join(agency.mail_domains)}"
             )
-        if self._store.requester_by_email(address) is not None:
-            raise InvalidRequestError("that address already has a requester account")
         mailer = self._notices.mailer
+        existing = self._store.requester_by_email(address)
+        if existing is not None and mailer.enabled:
+            # Answer as for a new sign-up (the caller learns nothing of who is registered);
+            # the mailbox's owner is told instead.
+            mailer.send(
+                address,
+                "HomeWarden: you already have a requester account",
+                "Someone (we hope you) tried to sign up again with this address. You already "
+                "have a requester account; sign in, or ask staff for a new setup link if you "
+                "lost your password or phone.\n",
+            )
+            return existing.user_id
         if not mailer.enabled:
             raise NoticeDeliveryError(
                 "requesters sign up by mail, and mail is not configured ([mail] smtp_host)"
@@ -637,7 +671,7 @@ class DisclosureService:
             for doc, (digest, size) in zip(documents, docs, strict=True):
                 self._keep_document(doc, digest)
                 self._store.add_document(
-                    request_id, doc.filename[:200], doc.content_type, digest, size, now
+                    request_id, _safe_filename(doc.filename), doc.content_type, digest, size, now
                 )
         self._after(stored, decision)
         return stored
@@ -958,32 +992,52 @@ class DisclosureService:
 
     def _log_steps(self, decision: d.Decision) -> None:
         """One audit entry per transition. Request entries are published in the public log
-        export (the transparency report is recounted from them), so they carry no camera,
-        footage times, household name or free text: the household as a keyed pseudonym
-        (:meth:`household_pseudonym`), and the reason as ``"<from> -> <to>: <what>;
-        details sha256:<hex>"`` where ``what`` is the step (a rejection's code, what a
-        fulfilment released) and the hash binds the full reason kept with the request."""
+        export once the owner has been told (the transparency report is recounted from
+        them), so they carry no camera, footage times, household name, account id or free
+        text: the household and the requester or owner as keyed pseudonyms
+        (:meth:`pseudonym`), and the reason as ``"<from> -> <to>: <what>; details
+        hmac:<hex>"`` where ``what`` is the step (a rejection's code, what a fulfilment
+        released) and the keyed hash binds the full reason kept with the request without
+        letting anyone confirm a guess of it."""
         r = decision.request
-        household = self.household_pseudonym(r.scope.household)
+        household = self.pseudonym("household", r.scope.household)
         for t in decision.transitions:
             frm = "" if t.from_state is None else f"{t.from_state} -> "
-            digest = hashlib.sha256(t.reason.encode("utf-8")).hexdigest()
+            digest = self._mac(f"details:{r.id}:{t.reason}")[:32]
             self._audit.append(
                 audit_tag(r, t.action),
-                _actor(t.actor),
-                f"{frm}{t.to_state}: {_public_what(r, t)}; details sha256:{digest}",
+                self.public_actor(t.actor),
+                f"{frm}{t.to_state}: {_public_what(r, t)}; details hmac:{digest}",
                 request=r.id,
                 household=household,
             )
 
+    def public_actor(self, party: d.Party) -> Actor:
+        """The audit actor of a request step: staff and the system by id; a requester or
+        an owner as a keyed pseudonym (their account ids would link requests across
+        households in the public export)."""
+        actor = _actor(party)
+        if party.role in (d.PartyRole.REQUESTER, d.PartyRole.OWNER):
+            return Actor(actor.kind, self.pseudonym(str(actor.kind), actor.id))
+        return actor
+
     def household_pseudonym(self, household: str) -> str:
-        """``hh-`` and 16 hex digits of HMAC-SHA256 (RFC 2104) of the household id under the
-        deployment's pseudonym key (made at first use, 0600 in the keys dir): the same
-        household always maps to the same pseudonym, which says nothing of who it is.
+        """The pseudonym request entries carry for ``household`` (see :meth:`pseudonym`)."""
+        return self.pseudonym("household", household)
+
+    def pseudonym(self, kind: str, value: str) -> str:
+        """A stable pseudonym of ``value``: ``hh-`` (households) or ``p-`` (people) and 16
+        hex digits of HMAC-SHA256 (RFC 2104) under the deployment's pseudonym key (made at
+        first use, 0600 in the keys dir). The same value always maps to the same pseudonym,
+        which says nothing of who it is to anyone without the key.
 
         Raises:
             StorageError: the key cannot be made or read.
         """
+        prefix = "hh-" if kind == "household" else "p-"
+        return prefix + self._mac(f"{kind}:{value}")[:16]
+
+    def _mac(self, text: str) -> str:
         if self._pseudonym_key is None:
             path = self._audit.keys_dir / "household_pseudonym.key"
             create_secret(path, secrets.token_bytes(32))
@@ -991,8 +1045,7 @@ class DisclosureService:
             if key is None or len(key) < 32:
                 raise StorageError(f"{path} does not hold a 32-byte key")
             self._pseudonym_key = key
-        mac = hmac.new(self._pseudonym_key, household.encode("utf-8"), hashlib.sha256)
-        return "hh-" + mac.hexdigest()[:16]
+        return hmac.new(self._pseudonym_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def _next_due(self, req: d.Request, package: str | None, now: float) -> float | None:
         due = d.next_due(req)
@@ -1237,6 +1290,24 @@ class DisclosureService:
         return path
 
 
+def withheld_requests(store: DisclosureStore, now: float) -> frozenset[str]:
+    """Requests the public may not hear of yet: those whose owner notice is scheduled (a
+    non-disclosure order, 18 U.S.C. 2705(b), or an emergency within the policy's notice
+    delay) or that carry a non-disclosure order still in force, whatever became of them (an
+    order binds even when the request was rejected). The public log export publishes their
+    entries as leaf hashes only, and the transparency report counts them once the notice is
+    sent or the order ends, so neither can tip off a household before the law lets the
+    deployment do so. ``now``: UTC epoch seconds."""
+    out: set[str] = set()
+    for r in store.requests(limit=1_000_000):
+        if r.data.get("notice") == "sent":
+            continue
+        until = r.data.get("nondisclosure_until")
+        if r.data.get("notice") == "scheduled" or (until is not None and now < float(until)):
+            out.add(r.id)
+    return frozenset(out)
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
@@ -1256,6 +1327,15 @@ def _public_what(req: d.Request, t: d.Transition) -> str:
             else "call-back not confirmed"
         )
     return t.action.replace("_", " ")
+
+
+def _safe_filename(name: str) -> str:
+    """A document's name as kept and offered for download: the last path component, no
+    control or quoting characters, at most 200 characters (``document`` if nothing is left)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isprintable() and c not in '"<>|:*?')
+    cleaned = cleaned.strip(" .")[:200]
+    return cleaned or "document"
 
 
 def _sha256(secret: str) -> str:

@@ -12,6 +12,10 @@ Public export (JSON Lines, UTF-8): a header line ``{"format": "homewarden-public
 "v": 1, "tree_head": {...}, "public_keys": ["<hex>", ...]}`` then one line per entry in index
 order: ``{"i": N, "leaf": "<canonical entry JSON>"}`` or ``{"i": N, "leaf_hash": "<hex>"}``.
 
+Requests the public may not hear of yet (a non-disclosure order in force, a delayed owner
+notice) are exported as leaf hashes and counted only once the owner has been told; the
+report's ``notices_pending`` therefore counts only what is already public.
+
 What an export cannot prove: that an entry published as a hash is not a request entry. The
 tree binds contents, not their kinds; a deployment hiding a request entry behind its hash
 would go unnoticed by the recount (the owner, who is told of every request, is the check).
@@ -26,7 +30,7 @@ import html
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,10 +82,19 @@ def current_half_year(now: float) -> str:
 
 
 class TransparencyReport:
-    """Reports and public exports over one :class:`AuditLog`."""
+    """Reports and public exports over one :class:`AuditLog`.
 
-    def __init__(self, audit: AuditLog) -> None:
+    ``withheld`` returns the ids of requests the public may not hear of yet (see
+    :func:`homewarden.services.disclosure.withheld_requests`): their entries are exported as
+    leaf hashes and left out of the counts, consistently, so a report still recounts from
+    its export.
+    """
+
+    def __init__(
+        self, audit: AuditLog, withheld: Callable[[], Collection[str]] | None = None
+    ) -> None:
         self._audit = audit
+        self._withheld = withheld
 
     def head(self, *, sign_if_grown: bool = True) -> SignedTreeHead:
         """The newest signed tree head; signs one when the log has none, or (with
@@ -104,10 +117,11 @@ class TransparencyReport:
         """
         sth = head or self.head()
         start_ms, end_ms = epoch_ms(start), epoch_ms(end)
+        hidden = self._hidden()
         entries = []
         for _, leaf, _ in self._audit.iter_leaves(0, sth.tree_size):
             entry = _request_entry(leaf)
-            if entry is not None:
+            if entry is not None and entry.request not in hidden:
                 entries.append(entry)
         counts = rules.count(entries, start_ms, end_ms)
         return {
@@ -137,12 +151,17 @@ class TransparencyReport:
             "public_keys": keys,
         }
         yield json.dumps(header, sort_keys=True) + "\n"
+        hidden = self._hidden()
         for index, leaf, lh in self._audit.iter_leaves(0, head.tree_size):
-            if _request_entry(leaf) is not None:
+            entry = _request_entry(leaf)
+            if entry is not None and entry.request not in hidden:
                 line: dict[str, Any] = {"i": index, "leaf": leaf.decode("utf-8")}
             else:
                 line = {"i": index, "leaf_hash": lh.hex()}
             yield json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n"
+
+    def _hidden(self) -> frozenset[str]:
+        return frozenset(self._withheld()) if self._withheld is not None else frozenset()
 
 
 def _request_entry(leaf: bytes) -> rules.RequestEntry | None:
@@ -333,6 +352,10 @@ def verify_report(
             )
     return {
         "ok": True,
+        "key_id": sth.key_id.hex(),
+        # Without keys obtained separately, the head is checked with the keys the export
+        # itself lists: it proves consistency, not who made it.
+        "key_trusted": trusted is not None,
         "tree_size": sth.tree_size,
         "root_hash": sth.root_hash.hex(),
         "figures_checked": len(stated),

@@ -139,6 +139,13 @@ async def check_csrf(
     expected = [session.csrf_token] if session is not None else []
     if session is None or anonymous_route:
         expected.append(request.cookies.get(CSRF_COOKIE) or "")
+    if session is None and anonymous_route:
+        # Between password and TOTP the session is not signed in yet; the token the
+        # password step answered with belongs to it (it rides on that session's cookie).
+        secret = request.cookies.get(SESSION_COOKIE)
+        pending = accounts_of(request).session(secret) if secret else None
+        if pending is not None:
+            expected.append(pending.csrf_token)
     if not sent or not any(e and hmac.compare_digest(sent, e) for e in expected):
         raise PermissionDeniedError("missing or wrong CSRF token; reload the page and try again")
 

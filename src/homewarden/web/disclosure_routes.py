@@ -337,7 +337,7 @@ def add_routes(app: FastAPI, ctx: AppContext) -> DisclosureService:
             path,
             media_type=content_type,
             filename=name,
-            headers={"Cache-Control": "no-store, private"},
+            headers={"Cache-Control": "no-store, private", "X-Content-Type-Options": "nosniff"},
         )
 
     @gated(

@@ -17,6 +17,7 @@ from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from homewarden.domain.permissions import Permission
+from homewarden.services.disclosure import withheld_requests
 from homewarden.services.report import (
     TransparencyReport,
     current_half_year,
@@ -25,6 +26,7 @@ from homewarden.services.report import (
     to_html,
 )
 from homewarden.services.runtime import AppContext
+from homewarden.store.disclosure_store import DisclosureStore
 from homewarden.web.routing import gated
 
 PUBLIC = Permission.SYSTEM_PUBLIC_READ
@@ -33,7 +35,8 @@ Half = Annotated[str | None, Query(max_length=6, description="half-year like 202
 
 def add_routes(app: FastAPI, ctx: AppContext) -> None:
     """Add the transparency report routes to ``app``."""
-    reports = TransparencyReport(ctx.audit)
+    store = DisclosureStore(ctx.index)
+    reports = TransparencyReport(ctx.audit, lambda: withheld_requests(store, ctx.clock()))
     cache: dict[tuple[int, str], dict[str, Any]] = {}
     lock = threading.Lock()
 
