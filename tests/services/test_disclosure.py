@@ -899,3 +899,32 @@ def test_a_document_name_is_kept_without_its_path_or_control_characters(world: W
         documents=[doc, Document("..", "text/plain", b"x")],
     )
     assert [x.filename for x in w.svc.store.documents(r.id)] == ["passwd.pdf", "document"]
+
+
+def test_deployment_accounts_stay_out_of_the_owners_access_log(world: World) -> None:
+    """Regression (an owner's access log listed every requester sign-up and staff account
+    of the deployment): accounts of no household are logged under ``@deployment``."""
+    w = world
+    w.requester("rita")
+    shown = AccessLog(w.audit).page(HOME, limit=200).entries
+    created = [e.reason for e in shown if str(e.action) == "account:user:create"]
+    assert created  # the household's own accounts are there
+    assert not [r for r in created if r.split()[0] in ("requester", "legal_reviewer", "custodian")]
+    everything = [w.audit.entry(i) for i in range(w.audit.size())]
+    staff = [
+        e for e in everything if str(e.action) == "account:user:create" and "custodian" in e.reason
+    ]
+    assert staff
+    assert all(e.subject.household == "@deployment" for e in staff)
+
+
+def test_a_requester_cannot_flood_an_owner_with_consent_requests(world: World) -> None:
+    """Regression (every consent request mails the owner, with no limit)."""
+    w = world
+    rita = w.requester("rita")
+    first = [w.consent(rita) for _ in range(3)]
+    with pytest.raises(InvalidRequestError, match="awaiting an answer"):
+        w.consent(rita)
+    assert len(w.svc.store.requests(household=HOME)) == 3
+    w.svc.act(w.p(w.owner), first[0].id, d.OwnerDecline())
+    assert w.consent(rita).state == "awaiting_owner"  # answered ones do not count

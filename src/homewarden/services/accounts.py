@@ -65,6 +65,10 @@ from homewarden.store.index import Index
 
 log = logging.getLogger(__name__)
 
+#: The ``household`` of audit entries about accounts of no household (staff, requesters):
+#: not a valid household id (``@``), so it never names one.
+DEPLOYMENT_HOUSEHOLD = "@deployment"
+
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 _MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
 #: API tokens start with this, so secret scanners and people can recognise them.
@@ -252,7 +256,7 @@ class AccountService:
             AuditTag.ACCOUNT_USER_CREATE,
             actor or Actor(ActorKind.SYSTEM, "first-run"),
             f"{role} {name}",
-            household=household or self._settings.household,
+            household=household or DEPLOYMENT_HOUSEHOLD,
         )
         setup = None if password is not None else self._new_setup_link(user.id)
         return NewUser(user, setup)
@@ -309,7 +313,9 @@ class AccountService:
         return self._new_setup_link(user_id)
 
     def _household_of(self, user: UserRecord) -> str:
-        return user.household_id or self._settings.household
+        # Staff and requesters belong to the deployment, not to a household: their account
+        # events stay out of every owner's access log.
+        return user.household_id or DEPLOYMENT_HOUSEHOLD
 
     def _clear_locks(self, username: str) -> None:
         prefix = f"acct:{username}:"
@@ -519,6 +525,7 @@ class AccountService:
             AuditTag.REQUEST_REQUESTER_LOCK,
             Actor(ActorKind.SYSTEM, "login"),
             f"requester {user.username} locked after {count} wrong TOTP codes in a row",
+            household=DEPLOYMENT_HOUSEHOLD,
         )
         log.warning("requester %s locked after %d wrong TOTP codes", user.username, count)
         if self.on_requester_locked is not None:

@@ -53,7 +53,7 @@ from homewarden.errors import (
     PermissionDeniedError,
     StorageError,
 )
-from homewarden.services.accounts import AccountService
+from homewarden.services.accounts import DEPLOYMENT_HOUSEHOLD, AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.evidence import EvidenceService
 from homewarden.services.notices import NoticeService
@@ -97,6 +97,9 @@ LINK_SECONDS = 24 * 3600.0
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 #: Documents a request may carry (an order as PDF or a scan).
 DOCUMENT_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "text/plain"})
+#: A requester may have at most this many consent requests awaiting one household's answer
+#: (each notifies the owner; more would be a way to pester them).
+MAX_OPEN_CONSENT = 3
 #: At most this many documents per request.
 MAX_DOCUMENTS = 10
 #: Public mail services: an address there proves nothing about an agency.
@@ -358,7 +361,10 @@ class DisclosureService:
         staff = self._staff(principal)
         fields = self._agency_fields(name, jurisdiction, mail_domains, callback_phone)
         self._audit.append(
-            AuditTag.REQUEST_AGENCY_CHANGE, staff, f"add agency {fields['name']}"[:500]
+            AuditTag.REQUEST_AGENCY_CHANGE,
+            staff,
+            f"add agency {fields['name']}"[:500],
+            household=DEPLOYMENT_HOUSEHOLD,
         )
         return self._store.add_agency(
             fields["name"],
@@ -393,6 +399,7 @@ class DisclosureService:
             AuditTag.REQUEST_AGENCY_CHANGE,
             staff,
             f"change agency {agency_id} ({fields['name']}){' disabled' if disabled else ''}"[:500],
+            household=DEPLOYMENT_HOUSEHOLD,
         )
         return self._store.update_agency(agency_id, disabled=disabled, **fields)
 
@@ -488,6 +495,7 @@ class DisclosureService:
             f"{user.username} of agency {agency.id} ({agency.name}); link mailed to {address}"[
                 :500
             ],
+            household=DEPLOYMENT_HOUSEHOLD,
         )
         link = f"{self._public_url}/setup?token={created.setup_secret}"
         try:
@@ -617,6 +625,17 @@ class DisclosureService:
         agency = self._store.agency(rec.agency_id)
         household = self._locate(camera, address)
         scope = self._scope(household, cameras, start, end, type)
+        if type is d.RequestType.CONSENT:
+            waiting = self._store.requests(
+                household=household,
+                requester_id=principal.user_id,
+                states=[str(d.State.AWAITING_OWNER)],
+            )
+            if len(waiting) >= MAX_OPEN_CONSENT:
+                raise InvalidRequestError(
+                    f"you have {len(waiting)} consent requests to this household awaiting an "
+                    "answer; wait for them (each one notifies the owner)"
+                )
         docs = [self._check_document(doc) for doc in documents]
         if len(docs) > MAX_DOCUMENTS:
             raise InvalidRequestError(f"at most {MAX_DOCUMENTS} documents per request")
