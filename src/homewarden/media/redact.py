@@ -37,6 +37,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ BLUR_CELLS = 6
 #: Default detection interval and hold (frames), and box margin (fraction of its size).
 DETECT_EVERY = 3
 MARGIN = 0.35
+#: Frames between full-frame detection passes (1 s at 30 fps); between them only changed
+#: regions and the surroundings of live face boxes are scanned.
+FULL_EVERY = 30
+#: Region planning, at detection scale: cell size (px), luma change (0-255, after a 5x5
+#: box blur) that marks a cell changed, cells added around changed ones, and the share of
+#: the frame above which the whole frame is scanned instead.
+REGION_CELL = 16
+REGION_THRESHOLD = 10
+REGION_PAD = 2
+REGION_FULL_SHARE = 0.6
+#: Extra frames held back so the detection worker runs ahead of the encoder.
+PIPELINE_FRAMES = 6
 #: Video-range black in YUV.
 _BLACK_Y, _BLACK_C = 16, 128
 
@@ -109,39 +122,108 @@ class FaceDetector:
         self._neighbors = min_neighbors
         self._min = (min_size, min_size)
 
-    def detect(self, luma: NDArray[np.uint8]) -> list[Box]:
-        """Face boxes in ``luma`` (H x W uint8) as ``(x, y, w, h)`` in its own pixels."""
+    @property
+    def width(self) -> int:
+        """Widest image the cascades see (px); wider luma planes are scaled down."""
+        return self._width
+
+    def shrink(self, luma: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], float]:
+        """``luma`` scaled (area interpolation) to at most :attr:`width` px wide, and the
+        scale (small px per full-resolution px, <= 1)."""
         h, w = luma.shape
         scale = min(1.0, self._width / w)
-        small = (
-            luma
-            if scale == 1.0
-            else cv2.resize(
-                luma, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA
-            )
-        )
-        sw = small.shape[1]
+        if scale == 1.0:
+            return luma, 1.0
+        size = (round(w * scale), round(h * scale))
+        return np.asarray(cv2.resize(luma, size, interpolation=cv2.INTER_AREA)), scale
+
+    def detect(self, luma: NDArray[np.uint8]) -> list[Box]:
+        """Face boxes in ``luma`` (H x W uint8) as ``(x, y, w, h)`` in its own pixels."""
+        small, scale = self.shrink(luma)
+        return self.detect_scaled(small, scale)
+
+    def detect_scaled(
+        self, small: NDArray[np.uint8], scale: float, regions: Sequence[Box] | None = None
+    ) -> list[Box]:
+        """Face boxes in ``small`` (a :meth:`shrink` result at ``scale``), in full-resolution
+        pixels; with ``regions`` (``(x, y, w, h)`` in ``small``'s pixels) only faces lying
+        wholly inside one of them are searched."""
         found: list[Box] = []
-        for cascade, mirrored in (
-            (self._frontal, False),
-            (self._profile, False),
-            (self._profile, True),
-        ):
-            img = cv2.flip(small, 1) if mirrored else small
-            boxes = cascade.detectMultiScale(
-                img, scaleFactor=SCALE_FACTOR, minNeighbors=self._neighbors, minSize=self._min
-            )
-            for x, y, bw, bh in boxes:
-                x0 = sw - int(x) - int(bw) if mirrored else int(x)
-                found.append(
-                    (
-                        round(x0 / scale),
-                        round(int(y) / scale),
-                        round(int(bw) / scale),
-                        round(int(bh) / scale),
-                    )
+        sh, sw = small.shape
+        for rx, ry, rw, rh in regions if regions is not None else [(0, 0, sw, sh)]:
+            if rw < self._min[0] or rh < self._min[1]:
+                continue
+            crop = small[ry : ry + rh, rx : rx + rw]
+            for cascade, mirrored in (
+                (self._frontal, False),
+                (self._profile, False),
+                (self._profile, True),
+            ):
+                img = cv2.flip(crop, 1) if mirrored else crop
+                boxes = cascade.detectMultiScale(
+                    img, scaleFactor=SCALE_FACTOR, minNeighbors=self._neighbors, minSize=self._min
                 )
+                for x, y, bw, bh in boxes:
+                    x0 = rx + (rw - int(x) - int(bw) if mirrored else int(x))
+                    found.append(
+                        (
+                            round(x0 / scale),
+                            round((ry + int(y)) / scale),
+                            round(int(bw) / scale),
+                            round(int(bh) / scale),
+                        )
+                    )
         return found
+
+
+class _Regions:
+    """Which parts of a detection frame the cascades scan (see "Regions" in the module
+    docstring): the cells of the detection-scale image that changed since they were last
+    scanned, grown by :data:`REGION_PAD` cells, and the cells under live face boxes."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self._h, self._w = shape
+        self._gh = -(-self._h // REGION_CELL)
+        self._gw = -(-self._w // REGION_CELL)
+        self._ref = np.zeros(shape, np.uint8)
+        self._pad_kernel = np.ones((2 * REGION_PAD + 1, 2 * REGION_PAD + 1), np.uint8)
+
+    def smooth(self, small: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """``small`` low-passed (5x5 box) so coding noise does not count as change."""
+        return np.asarray(cv2.blur(small, (5, 5)))
+
+    def plan(self, smooth: NDArray[np.uint8], live: Sequence[Box], scale: float) -> list[Box]:
+        """Rectangles (detection-scale px) to scan on this frame; the whole frame as one
+        rectangle when they would cover more than :data:`REGION_FULL_SHARE` of it."""
+        changed = cv2.absdiff(smooth, self._ref) > REGION_THRESHOLD
+        grid = np.zeros((self._gh * REGION_CELL, self._gw * REGION_CELL), np.uint8)
+        grid[: self._h, : self._w] = changed
+        cells = grid.reshape(self._gh, REGION_CELL, self._gw, REGION_CELL).max(axis=(1, 3))
+        for x, y, w, h in live:
+            c0, r0 = int(x * scale) // REGION_CELL, int(y * scale) // REGION_CELL
+            c1 = int((x + w) * scale) // REGION_CELL
+            r1 = int((y + h) * scale) // REGION_CELL
+            cells[max(0, r0) : r1 + 1, max(0, c0) : c1 + 1] = 1
+        if not cells.any():
+            return []
+        cells = cv2.dilate(cells, self._pad_kernel)
+        if float(cells.mean()) > REGION_FULL_SHARE:
+            return [(0, 0, self._w, self._h)]
+        count, _, stats, _ = cv2.connectedComponentsWithStats(cells, connectivity=8)
+        rects: list[Box] = []
+        for i in range(1, count):
+            cx, cy, cw, ch = (int(v) for v in stats[i, :4])
+            x0, y0 = cx * REGION_CELL, cy * REGION_CELL
+            x1 = min(self._w, (cx + cw) * REGION_CELL)
+            y1 = min(self._h, (cy + ch) * REGION_CELL)
+            rects.append((x0, y0, x1 - x0, y1 - y0))
+        return rects
+
+    def scanned(self, smooth: NDArray[np.uint8], rects: Sequence[Box]) -> None:
+        """Record that ``rects`` of ``smooth`` were scanned: later change is measured
+        against this content."""
+        for x, y, w, h in rects:
+            self._ref[y : y + h, x : x + w] = smooth[y : y + h, x : x + w]
 
 
 def _cascade(path: Path) -> Any:
@@ -189,6 +271,48 @@ def _mask_polygons(masks: Sequence[Polygon], width: int, height: int) -> list[ND
     ]
 
 
+class _Detections:
+    """The face detection of one clip, run in order (in one worker thread) on the detection
+    frames: a full-frame pass when ``full_every`` frames have gone by since the last one,
+    else a pass over the :class:`_Regions` plan. Each pass returns ``(first, last, boxes)``:
+    the frames its boxes cover."""
+
+    def __init__(self, faces: FaceDetector, hold: int, full_every: int, detect_every: int) -> None:
+        self._faces = faces
+        self._hold = hold
+        self._full_every = full_every
+        self._detect_every = detect_every
+        self._regions: _Regions | None = None
+        self._last_full = -(10**9)
+        self._live: list[tuple[int, int, list[Box]]] = []
+
+    def run(self, n: int, luma: NDArray[np.uint8]) -> tuple[int, int, list[Box]]:
+        """Detect on frame ``n`` (``luma`` is its Y plane, masks already filled)."""
+        small, scale = self._faces.shrink(luma)
+        if self._regions is None:
+            self._regions = _Regions(small.shape)
+        smooth = self._regions.smooth(small)
+        self._live = [e for e in self._live if e[1] >= n]
+        if n - self._last_full >= self._full_every:
+            self._last_full = n
+            whole: Box = (0, 0, small.shape[1], small.shape[0])
+            found = self._faces.detect_scaled(small, scale)
+            self._regions.scanned(smooth, [whole])
+            # Sticky: a face in a part of the frame that does not change is not searched
+            # again before the next full pass, so its box lasts until then.
+            last = n + self._full_every + self._detect_every + self._hold
+        else:
+            live = [b for _, _, boxes in self._live for b in boxes]
+            rects = self._regions.plan(smooth, live, scale)
+            found = self._faces.detect_scaled(small, scale, rects) if rects else []
+            self._regions.scanned(smooth, rects)
+            last = n + self._hold
+        entry = (n - self._hold, last, found)
+        if found:
+            self._live.append(entry)
+        return entry
+
+
 def redact_clip(
     src: Path,
     dst: Path,
@@ -196,6 +320,7 @@ def redact_clip(
     masks: Sequence[Polygon] = (),
     detect_every: int = DETECT_EVERY,
     hold: int | None = None,
+    full_every: int = FULL_EVERY,
     margin: float = MARGIN,
     detector: FaceDetector | None = None,
     preset: str = "veryfast",
@@ -212,6 +337,9 @@ def redact_clip(
         hold: frames a detection covers before and after its frame (default
             ``detect_every + 1``; at least ``detect_every`` so no frame between detections is
             left bare).
+        full_every: frames between full-frame detection passes (>= 1); the detection
+            frames between them scan only the regions that changed or hold a face (1: every
+            detection frame is a full pass).
         margin: widen each face box by this fraction of its size on every side.
         detector: face detector (default :class:`FaceDetector`).
         preset, crf: libx264 settings; threads: encoder and decoder threads (0: FFmpeg's
@@ -224,6 +352,8 @@ def redact_clip(
     """
     if detect_every < 1:
         raise ValueError("detect_every must be >= 1")
+    if full_every < 1:
+        raise ValueError("full_every must be >= 1")
     held_frames = detect_every + 1 if hold is None else hold
     if held_frames < detect_every:
         raise ValueError("hold must be >= detect_every, or faces are left bare between detections")
@@ -236,7 +366,15 @@ def redact_clip(
     began = time.monotonic()
     try:
         info = _redact(
-            src, part, dst, masks, detect_every, held_frames, margin, faces, preset, crf, threads
+            src,
+            part,
+            dst,
+            masks,
+            _Detections(faces, held_frames, full_every, detect_every),
+            detect_every,
+            held_frames,
+            margin,
+            (preset, crf, threads),
         )
         os.replace(part, dst)
     except BaseException:
@@ -260,19 +398,18 @@ def _redact(
     part: Path,
     dst: Path,
     masks: Sequence[Polygon],
+    detections: _Detections,
     detect_every: int,
     hold: int,
     margin: float,
-    faces: FaceDetector,
-    preset: str,
-    crf: int,
-    threads: int,
+    encoder: tuple[str, int, int],
 ) -> tuple[int, int, int, int]:
+    preset, crf, threads = encoder
     try:
         inp = av.open(str(src), "r")
     except (av.error.FFmpegError, OSError) as exc:
         raise MediaError(f"cannot read clip {src}: {exc}") from exc
-    with inp:
+    with inp, ThreadPoolExecutor(max_workers=1, thread_name_prefix="redact-faces") as worker:
         if not inp.streams.video:
             raise MediaError(f"{src} has no video stream")
         vin = inp.streams.video[0]
@@ -299,16 +436,28 @@ def _redact(
             vout.codec_context.thread_type = "FRAME"
             polys = _mask_polygons(masks, width, height)
             half = [(p // 2).astype(np.int32) for p in polys]
-            queue: deque[tuple[int, _Planes, int, float]] = deque()
-            boxes_at: dict[int, list[Box]] = {}
+            queue: deque[tuple[int, _Planes, int]] = deque()
+            # Detection frames in flight, oldest first; their results in ``entries``.
+            pending: deque[tuple[int, Future[tuple[int, int, list[Box]]]]] = deque()
+            entries: list[tuple[int, int, list[Box]]] = []
             counts = [0, 0, 0, 0]  # frames, detections, detection frames, blurred frames
             n = 0
 
+            def settle(upto: int) -> None:
+                while pending and pending[0][0] <= upto:
+                    first, last, found = pending.popleft()[1].result()
+                    counts[1] += len(found)
+                    counts[2] += 1
+                    if found:
+                        entries.append((first, last, found))
+
             def emit(idx: int, planes: _Planes, pts: int) -> None:
+                settle(idx + hold)  # every detection that can cover this frame is in
+                entries[:] = [e for e in entries if e[1] >= idx]
                 near = [
                     _expand(b, margin, width, height)
-                    for k, found in boxes_at.items()
-                    if abs(k - idx) <= hold
+                    for first, last, found in entries
+                    if first <= idx <= last
                     for b in found
                 ]
                 for x, y, w, h in near:
@@ -324,9 +473,10 @@ def _redact(
                 frame.pict_type = PictureType.NONE
                 out.mux(vout.encode(frame))
                 counts[0] += 1
-                for k in [k for k in boxes_at if k <= idx - hold]:
-                    del boxes_at[k]  # no later frame is that close
 
+            # Frames wait ``hold`` frames for the detections that reach back to them, and
+            # ``lag`` more so the worker detects while this thread decodes and encodes.
+            lag = hold + PIPELINE_FRAMES
             try:
                 last_pts = -1
                 for frame in inp.decode(vin):
@@ -342,19 +492,15 @@ def _redact(
                         cv2.fillPoly(planes.u, [hp], _BLACK_C)
                         cv2.fillPoly(planes.v, [hp], _BLACK_C)
                     if n % detect_every == 0:
-                        found = faces.detect(planes.y)
-                        counts[1] += len(found)
-                        counts[2] += 1
-                        if found:
-                            boxes_at[n] = found
-                    queue.append((n, planes, pts, 0.0))
-                    while queue and queue[0][0] <= n - hold:
-                        idx, pl, qpts, _ = queue.popleft()
-                        emit(idx, pl, qpts)
+                        # The worker only reads the plane; it is blurred (written) only
+                        # after this detection is settled.
+                        pending.append((n, worker.submit(detections.run, n, planes.y)))
+                    queue.append((n, planes, pts))
+                    while queue and queue[0][0] <= n - lag:
+                        emit(*queue.popleft())
                     n += 1
                 while queue:
-                    idx, pl, qpts, _ = queue.popleft()
-                    emit(idx, pl, qpts)
+                    emit(*queue.popleft())
                 if counts[0] == 0:
                     raise MediaError(f"{src}: no frame to redact")
                 out.mux(vout.encode(None))
@@ -362,4 +508,7 @@ def _redact(
                 raise MediaError(f"cannot redact {src} into {dst}: {exc}") from exc
             except OSError as exc:
                 raise StorageError(f"cannot write redacted clip {dst}: {exc}") from exc
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
     return counts[0], counts[1], counts[2], counts[3]
