@@ -58,6 +58,7 @@ class Permission(StrEnum):
     FOOTAGE_SNAPSHOT_READ = "footage:snapshot:read"
     NOTIFY_PUSH_MANAGE = "notify:push:manage"
     SYSTEM_HEALTH_READ = "system:health:read"
+    SYSTEM_METRICS_READ = "system:metrics:read"
     SYSTEM_OPENAPI_READ = "system:openapi:read"
     SYSTEM_PUBLIC_READ = "system:public:read"
 
@@ -199,6 +200,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         Permission.DISCLOSURE_REQUEST_ANSWER,
         Permission.DISCLOSURE_REQUEST_READ,
         Permission.SYSTEM_HEALTH_READ,
+        Permission.SYSTEM_METRICS_READ,
     },
     Role.MEMBER: _VIEWER,
     Role.SUPPORT: _STAFF

@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,20 @@ def _hold(row: HoldRow) -> HoldRecord:
         created_at=row.created_at,
         expires_at=row.expires_at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CameraTotals:
+    """What the index holds for one camera (:meth:`Index.camera_totals`): ``segments``
+    indexed, their ``recorded_seconds`` (sum of durations) and ``bytes``; ``gaps`` recorded
+    (open or closed); ``events`` per label (``motion``, ``person``)."""
+
+    camera: str
+    segments: int
+    recorded_seconds: float
+    bytes: int
+    gaps: int
+    events: dict[str, int] = field(default_factory=dict)
 
 
 class Index:
@@ -735,6 +750,48 @@ class Index:
             q = q.where(EventRow.camera == camera)
         with self._session("list event spans") as s:
             return [_event(r) for r in s.scalars(q.order_by(EventRow.start, EventRow.id))]
+
+    def camera_totals(self, cameras: Collection[str] | None = None) -> dict[str, CameraTotals]:
+        """What the index holds per camera, counted by the database (three grouped queries in
+        one transaction, no rows loaded): segments, their summed ``duration`` (seconds) and
+        ``bytes``, gaps (open or closed) and events per label. Only cameras with at least one
+        segment, gap or event appear; ``cameras`` restricts the answer to those names (an
+        empty collection answers ``{}`` without a query)."""
+        if cameras is not None and not cameras:
+            return {}
+        wanted = None if cameras is None else sorted(set(cameras))
+        seg_q = select(
+            SegmentRow.camera,
+            func.count(),
+            func.coalesce(func.sum(SegmentRow.duration), 0.0),
+            func.coalesce(func.sum(SegmentRow.bytes), 0),
+        ).group_by(SegmentRow.camera)
+        gap_q = select(GapRow.camera, func.count()).group_by(GapRow.camera)
+        ev_q = select(EventRow.camera, EventRow.label, func.count()).group_by(
+            EventRow.camera, EventRow.label
+        )
+        if wanted is not None:
+            seg_q = seg_q.where(SegmentRow.camera.in_(wanted))
+            gap_q = gap_q.where(GapRow.camera.in_(wanted))
+            ev_q = ev_q.where(EventRow.camera.in_(wanted))
+        with self._session("count per camera") as s:
+            segs = {str(r[0]): (int(r[1]), float(r[2]), int(r[3])) for r in s.execute(seg_q)}
+            gaps = {str(r[0]): int(r[1]) for r in s.execute(gap_q)}
+            events: dict[str, dict[str, int]] = {}
+            for cam, label, n in s.execute(ev_q):
+                events.setdefault(str(cam), {})[str(label)] = int(n)
+        out: dict[str, CameraTotals] = {}
+        for cam in sorted(set(segs) | set(gaps) | set(events)):
+            count, seconds, size = segs.get(cam, (0, 0.0, 0))
+            out[cam] = CameraTotals(
+                camera=cam,
+                segments=count,
+                recorded_seconds=seconds,
+                bytes=size,
+                gaps=gaps.get(cam, 0),
+                events=events.get(cam, {}),
+            )
+        return out
 
     def delete_hold(self, hold_id: int) -> None:
         """Remove a hold. Raises NotFoundError when there is none with that id."""

@@ -57,6 +57,7 @@ from homewarden.web import (
     disclosure_pages,
     disclosure_routes,
     live,
+    metrics_routes,
     pages,
     push_routes,
     report_routes,
@@ -397,6 +398,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     disclosure_routes.add_routes(app, ctx)
     disclosure_pages.add_routes(app, ctx)
     report_routes.add_routes(app, ctx)
+    metrics_routes.add_routes(app, ctx)
     pages.add_routes(app, ctx)
     _add_docs_routes(app)
     _serve_problems_in_openapi(app)
