@@ -19,6 +19,21 @@ Pipeline, one pass (PyAV decode -> numpy on the YUV planes -> PyAV libx264 encod
   and a face is covered from ``hold`` frames before its first detection to ``hold`` frames
   after its last. A face a detector finds on no detection frame (one seen for fewer than
   ``detect_every`` frames) can be missed; ``detect_every=1`` detects on every frame.
+* Regions (speed; the cascades cost ~10x the decode and x264 encode of 720p): every
+  :data:`FULL_EVERY`-th frame or so is a full pass (all three cascades on the whole frame),
+  and its boxes are *sticky*: they last until the next full pass plus ``hold``, since a
+  still face is not searched again in between. The detection frames in between scan only
+  the cells (:data:`REGION_CELL` px at detection scale) whose 5x5-blurred luma differs by
+  more than :data:`REGION_THRESHOLD` from what it was when the cell was last scanned (so slow
+  change adds up until it is scanned), grown by :data:`REGION_PAD` cells, plus the cells
+  under live boxes; above :data:`REGION_FULL_SHARE` of the frame the whole frame is
+  scanned. These passes run the frontal cascade every time and the two profile directions
+  on alternate passes, so their boxes are held ``hold + detect_every`` frames either side.
+  Detection runs in one worker thread (OpenCV releases the GIL) :data:`PIPELINE_FRAMES`
+  frames ahead of the encoder. ``full_every=1`` makes every detection frame a full pass.
+* Known limit: the cascades see the luma scaled to :data:`DETECT_WIDTH`; a checker at full
+  resolution can find a face on a single frame that the scaled pass does not (vtest.avi at
+  768 px wide: 2 such frames of 795).
 * Blur: the box is reduced to :data:`BLUR_CELLS` cells across and scaled back up (a coarse
   mosaic with smooth edges): no facial detail survives, and Haar features find no face.
 * Privacy masks: the camera's normalised polygons (config ``cameras.<name>.motion.masks``)
@@ -72,13 +87,16 @@ FULL_EVERY = 30
 #: box blur) that marks a cell changed, cells added around changed ones, and the share of
 #: the frame above which the whole frame is scanned instead.
 REGION_CELL = 16
-REGION_THRESHOLD = 10
+REGION_THRESHOLD = 20
 REGION_PAD = 2
 REGION_FULL_SHARE = 0.6
 #: Extra frames held back so the detection worker runs ahead of the encoder.
 PIPELINE_FRAMES = 6
 #: Video-range black in YUV.
 _BLACK_Y, _BLACK_C = 16, 128
+
+#: The cascades: frontal, profile (faces turned one way) and profile on the mirrored image.
+KINDS = ("frontal", "profile", "profile-mirrored")
 
 Box = tuple[int, int, int, int]  # x, y, w, h in full-resolution pixels
 Polygon = Sequence[tuple[float, float]]
@@ -143,22 +161,28 @@ class FaceDetector:
         return self.detect_scaled(small, scale)
 
     def detect_scaled(
-        self, small: NDArray[np.uint8], scale: float, regions: Sequence[Box] | None = None
+        self,
+        small: NDArray[np.uint8],
+        scale: float,
+        regions: Sequence[Box] | None = None,
+        *,
+        kinds: Sequence[str] = KINDS,
     ) -> list[Box]:
         """Face boxes in ``small`` (a :meth:`shrink` result at ``scale``), in full-resolution
         pixels; with ``regions`` (``(x, y, w, h)`` in ``small``'s pixels) only faces lying
-        wholly inside one of them are searched."""
+        wholly inside one of them are searched. ``kinds``: which of :data:`KINDS` to run."""
+        cascades = [
+            (self._frontal if kind == "frontal" else self._profile, kind == "profile-mirrored")
+            for kind in KINDS
+            if kind in kinds
+        ]
         found: list[Box] = []
         sh, sw = small.shape
         for rx, ry, rw, rh in regions if regions is not None else [(0, 0, sw, sh)]:
             if rw < self._min[0] or rh < self._min[1]:
                 continue
             crop = small[ry : ry + rh, rx : rx + rw]
-            for cascade, mirrored in (
-                (self._frontal, False),
-                (self._profile, False),
-                (self._profile, True),
-            ):
+            for cascade, mirrored in cascades:
                 img = cv2.flip(crop, 1) if mirrored else crop
                 boxes = cascade.detectMultiScale(
                     img, scaleFactor=SCALE_FACTOR, minNeighbors=self._neighbors, minSize=self._min
@@ -285,6 +309,8 @@ class _Detections:
         self._regions: _Regions | None = None
         self._last_full = -(10**9)
         self._live: list[tuple[int, int, list[Box]]] = []
+        #: Frames a detection reaches back (a profile box of a region pass the furthest).
+        self.reach = hold + detect_every
 
     def run(self, n: int, luma: NDArray[np.uint8]) -> tuple[int, int, list[Box]]:
         """Detect on frame ``n`` (``luma`` is its Y plane, masks already filled)."""
@@ -301,13 +327,22 @@ class _Detections:
             # Sticky: a face in a part of the frame that does not change is not searched
             # again before the next full pass, so its box lasts until then.
             last = n + self._full_every + self._detect_every + self._hold
+            first = n - self._hold
         else:
             live = [b for _, _, boxes in self._live for b in boxes]
             rects = self._regions.plan(smooth, live, scale)
-            found = self._faces.detect_scaled(small, scale, rects) if rects else []
+            # Frontal on every pass, the two profile directions on alternate passes (each
+            # every 2 * detect_every frames): their boxes are held detect_every frames longer.
+            side = KINDS[1 + (n // self._detect_every) % 2]
+            found = (
+                self._faces.detect_scaled(small, scale, rects, kinds=("frontal", side))
+                if rects
+                else []
+            )
             self._regions.scanned(smooth, rects)
-            last = n + self._hold
-        entry = (n - self._hold, last, found)
+            last = n + self._hold + self._detect_every
+            first = n - self._hold - self._detect_every
+        entry = (first, last, found)
         if found:
             self._live.append(entry)
         return entry
@@ -372,7 +407,6 @@ def redact_clip(
             masks,
             _Detections(faces, held_frames, full_every, detect_every),
             detect_every,
-            held_frames,
             margin,
             (preset, crf, threads),
         )
@@ -400,7 +434,6 @@ def _redact(
     masks: Sequence[Polygon],
     detections: _Detections,
     detect_every: int,
-    hold: int,
     margin: float,
     encoder: tuple[str, int, int],
 ) -> tuple[int, int, int, int]:
@@ -452,7 +485,7 @@ def _redact(
                         entries.append((first, last, found))
 
             def emit(idx: int, planes: _Planes, pts: int) -> None:
-                settle(idx + hold)  # every detection that can cover this frame is in
+                settle(idx + reach)  # every detection that can cover this frame is in
                 entries[:] = [e for e in entries if e[1] >= idx]
                 near = [
                     _expand(b, margin, width, height)
@@ -474,9 +507,10 @@ def _redact(
                 out.mux(vout.encode(frame))
                 counts[0] += 1
 
-            # Frames wait ``hold`` frames for the detections that reach back to them, and
-            # ``lag`` more so the worker detects while this thread decodes and encodes.
-            lag = hold + PIPELINE_FRAMES
+            # Frames wait for the detections that reach back to them, and
+            # PIPELINE_FRAMES more so the worker detects while this thread decodes and encodes.
+            reach = detections.reach
+            lag = reach + PIPELINE_FRAMES
             try:
                 last_pts = -1
                 for frame in inp.decode(vin):
