@@ -37,3 +37,13 @@ def test_time_formatter_falls_back_to_the_raw_float(ts: float) -> None:
 @given(st.floats())
 def test_time_formatter_never_raises(ts: float) -> None:
     assert isinstance(utc_text(ts), str)
+
+
+def test_utc_seconds_text_is_whole_seconds_and_never_raises() -> None:
+    """The one formatter of request pages, notices and mails (a 1e300 date crashed a page)."""
+    from homewarden.timefmt import utc_seconds_text
+
+    assert utc_seconds_text(1_700_000_000.75) == "2023-11-14T22:13:20Z"
+    assert utc_seconds_text(0.0) == "1970-01-01T00:00:00Z"
+    for bad in (1e300, float("inf"), float("nan"), -1e300):
+        assert utc_seconds_text(bad) == repr(bad)

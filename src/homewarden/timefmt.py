@@ -30,3 +30,19 @@ def utc_text(ts: float) -> str:
     except (ValueError, OverflowError, OSError):
         return repr(ts)
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_seconds_text(ts: float) -> str:
+    """``ts`` (UTC epoch seconds) as ``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds, truncated), or
+    ``repr(ts)`` when it is not a representable date, as :func:`utc_text`. Never raises.
+
+    >>> utc_seconds_text(1_700_000_000.75)
+    '2023-11-14T22:13:20Z'
+    """
+    if not math.isfinite(ts):
+        return repr(ts)
+    try:
+        when = datetime.fromtimestamp(math.floor(ts), UTC)
+    except (ValueError, OverflowError, OSError):
+        return repr(ts)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")

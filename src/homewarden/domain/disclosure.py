@@ -38,11 +38,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from homewarden.errors import InvalidRequestError, InvalidTransitionError, PermissionDeniedError
+from homewarden.timefmt import utc_seconds_text
 
 #: An unanswered consent request expires (declined) after this long, seconds.
 CONSENT_ANSWER_SECONDS = 7 * 86400.0
@@ -1031,14 +1031,10 @@ def owner_notice_text(req: Request) -> str:
         what = "the requester withdrew it before anything was released"
     return (
         f"Disclosure request {req.id} ({_type_name(req)}) about cameras "
-        f"{', '.join(s.cameras)} from {_iso(s.start)} to {_iso(s.end)} (UTC) was "
+        f"{', '.join(s.cameras)} from {utc_seconds_text(s.start)} to "
+        f"{utc_seconds_text(s.end)} (UTC) was "
         f"{req.state.replace('_', ' ')}: {what}."
     )
-
-
-def _iso(ts: float) -> str:
-    """UTC ISO 8601 to the second."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _renew(out: _Out, action: Renew, actor: Party, now: float) -> None:

@@ -65,6 +65,7 @@ from homewarden.store.disclosure_store import (
 )
 from homewarden.store.index import Index
 from homewarden.store.keyfiles import create_secret, read_secret
+from homewarden.timefmt import utc_seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -984,7 +985,8 @@ class DisclosureService:
                 s.household,
                 f"HomeWarden: a request for your footage ({r.id}) awaits your answer",
                 f"A verified requester asks for footage of {', '.join(s.cameras)} from "
-                f"{_iso(s.start)} to {_iso(s.end)}.\n\nOnly you can grant it, in whole or in "
+                f"{utc_seconds_text(s.start)} to {utc_seconds_text(s.end)}.\n\n"
+                "Only you can grant it, in whole or in "
                 f"part, or decline it. Unanswered, it expires declined after 7 days.\n\n"
                 f"Answer in the app: {self._public_url}/requests/{r.id}\n",
                 request_id=r.id,
@@ -1325,10 +1327,6 @@ def withheld_requests(store: DisclosureStore, now: float) -> frozenset[str]:
         if r.data.get("notice") == "scheduled" or (until is not None and now < float(until)):
             out.add(r.id)
     return frozenset(out)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _public_what(req: d.Request, t: d.Transition) -> str:

@@ -50,6 +50,7 @@ from homewarden.errors import (
 from homewarden.services.disclosure import MAX_DOCUMENT_BYTES, DisclosureService, Document
 from homewarden.services.runtime import AppContext
 from homewarden.store.disclosure_store import StoredRequest
+from homewarden.timefmt import utc_seconds_text
 from homewarden.web.disclosure_routes import service_of
 from homewarden.web.pages import Pages, see_other
 from homewarden.web.routing import F, gated
@@ -82,9 +83,7 @@ _OPEN = frozenset({d.State.UNDER_REVIEW, d.State.AWAITING_OWNER})
 
 def iso(ts: float | None) -> str:
     """UTC epoch seconds as ISO 8601 with a ``Z`` (``2024-05-01T12:00:00Z``); ``-`` for None."""
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return "-" if ts is None else utc_seconds_text(ts)
 
 
 def utc(ts: float | None) -> Markup:
