@@ -53,6 +53,7 @@ from homewarden.errors import (
     PermissionDeniedError,
     StorageError,
 )
+from homewarden.notify.mail import check_address
 from homewarden.services.accounts import DEPLOYMENT_HOUSEHOLD, AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.evidence import EvidenceService
@@ -125,7 +126,6 @@ FREE_MAIL_DOMAINS = frozenset(
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _PHONE = re.compile(r"^\+?[0-9 ()\-.]{7,32}$")
-_EMAIL = re.compile(r"^[^@\s,;<>\"\x00-\x1f]{1,64}@[^@\s,;<>\"\x00-\x1f]{1,253}$")
 
 
 def audit_kind(request_type: d.RequestType, order_kind: d.OrderKind | None) -> str:
@@ -456,9 +456,7 @@ class DisclosureService:
         agency = self._store.agency(agency_id)
         if agency.disabled:
             raise NotFoundError(f"no agency {agency_id}")
-        address = email.strip()
-        if not _EMAIL.match(address) or len(address) > 254:
-            raise InvalidRequestError("that is not a mail address")
+        address = check_address(email.strip(), what="the mail address")
         domain = address.rsplit("@", 1)[1].lower()
         if domain not in agency.mail_domains:
             raise PermissionDeniedError(
@@ -566,8 +564,8 @@ class DisclosureService:
         if principal.role is not Role.OWNER or principal.household is None:
             raise PermissionDeniedError("only a household's owner sets its disclosure policy")
         email = (notice_email or "").strip() or None
-        if email is not None and (not _EMAIL.match(email) or len(email) > 254):
-            raise InvalidRequestError("the notice address is not a mail address")
+        if email is not None:
+            check_address(email, what="the notice address")
         where = normalise_address(address) if address and address.strip() else None
         self._audit.append(
             AuditTag.REQUEST_POLICY_CHANGE,
