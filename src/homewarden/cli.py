@@ -18,6 +18,9 @@ recomputes it and checks every signed tree head, ``proof`` prints an entry's inc
 with the signed head it verifies against, ``sth`` signs (if the log grew) and prints the
 newest signed tree head, ``rotate-key`` replaces the log signing key.
 
+``homewarden worker`` runs background jobs (:mod:`homewarden.services.jobs`) from the queue in
+``[jobs]`` until SIGINT/SIGTERM, beside the consumer inside ``homewarden run``.
+
 ``homewarden export`` writes the owner's evidence package of cameras over a time span (a
 folder and a zip; ``--redact`` releases redacted copies); ``homewarden verify PACKAGE`` checks
 one offline and exits 1 with the precise reason when it does not verify.
@@ -75,6 +78,9 @@ from homewarden.services.demo import (
 )
 from homewarden.services.disclosure import withheld_requests
 from homewarden.services.evidence import EvidenceService
+from homewarden.services.household_keys import KeyRing
+from homewarden.services.household_keys import attach as attach_keys
+from homewarden.services.jobs import JobQueue, run_worker, worker_id
 from homewarden.services.package_verify import load_public_keys, verify_package_path
 from homewarden.services.queries import Queries, parse_time, redact_url
 from homewarden.services.report import (
@@ -138,6 +144,12 @@ report_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
+escrow_app = typer.Typer(
+    cls=_Group,
+    help="The deployment's escrow key for owners who opt into emergency access.",
+    no_args_is_help=True,
+)
+app.add_typer(escrow_app, name="escrow")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -168,7 +180,8 @@ def _setup_logging(verbose: bool) -> None:
         force=True,
     )
     # Migrations and HTTP internals are not news to an operator.
-    for noisy in ("alembic", "uvicorn", "uvicorn.error"):
+    # huey logs every job it runs at INFO: a disclosure pass every 5 s.
+    for noisy in ("alembic", "uvicorn", "uvicorn.error", "huey"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -287,8 +300,21 @@ def _announce(runtime: Runtime, address: ApiAddress | None, demo: DemoOwner | No
             )
 
 
-def _run_runtime(settings: Settings, duration: float | None, demo: DemoOwner | None = None) -> None:
-    runtime = Runtime(settings, app_factory=create_app, recorder_pool_factory=recorder_pool)
+def _run_runtime(
+    settings: Settings,
+    duration: float | None,
+    demo: DemoOwner | None = None,
+    *,
+    role: str = "all",
+    node: str | None = None,
+) -> None:
+    runtime = Runtime(
+        settings,
+        app_factory=create_app,
+        recorder_pool_factory=recorder_pool,
+        role=role.lower(),
+        node=node,
+    )
     runtime.run(duration=duration, on_ready=lambda addr: _announce(runtime, addr, demo))
     out.print("Stopped.")
 
@@ -310,13 +336,27 @@ def run(
     duration: DurationOpt = None,
     api: ApiOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            help="all (record and serve, one node), recorder (record the cameras leased from "
+            "PostgreSQL, beside other recorder nodes) or web (the app and its loops only).",
+        ),
+    ] = "all",
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node", help="A recorder node's name, unique per data dir (default: host name)."
+        ),
+    ] = None,
 ) -> None:
     """Record every configured camera and serve the JSON API until Ctrl-C (or --duration)."""
     _setup_logging(not quiet)
     settings = load_settings(config, data_dir=data_dir, cameras=camera, api=api)
-    if not settings.cameras:
+    if not settings.cameras and role.lower() != "web":
         err.print(Text("warning: no camera configured; add one with --camera NAME=URL", "yellow"))
-    _run_runtime(settings, duration)
+    _run_runtime(settings, duration, role=role, node=node)
 
 
 @app.command()
@@ -646,6 +686,7 @@ def _accounts(settings: Settings) -> Iterator[AccountService]:
         index.migrate()
         with _open_audit(settings) as audit:
             accounts = AccountService(index, audit, settings)
+            attach_keys(accounts, index, audit, settings.keys_dir)  # grants, revocations
             accounts.ensure_households()
             yield accounts
     finally:
@@ -784,6 +825,24 @@ def user_setup_link(
     with _accounts(settings) as accounts:
         secret = accounts.new_setup_link(accounts.user_by_name(username).id, actor=_cli_actor())
     out.print(f"One-time setup link (valid 24 h): {_setup_url(settings, secret)}")
+
+
+@escrow_app.command("init")
+def escrow_init(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Make the deployment's escrow key and print its three custodian shares, ONCE: any two
+    of them rebuild it for an emergency disclosure of a household whose owner opted in. Only
+    the public key is kept; hand each share to a different custodian now."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _accounts(settings) as accounts:
+        ring = accounts.keys
+        assert isinstance(ring, KeyRing)
+        shares = ring.init_escrow(_cli_actor())
+        escrow = ring.store.escrow_key()
+    assert escrow is not None
+    out.print(f"Escrow key {escrow.key_id.hex()} made; 2 of these 3 shares rebuild it.")
+    out.print("They are shown this once and stored nowhere: give each to one custodian.")
+    for number, share in enumerate(shares, start=1):
+        typer.echo(f"custodian {number}: {share}")
 
 
 @config_app.command("check")
@@ -1081,6 +1140,32 @@ def report_verify(
             "itself (self-asserted); pass --public-key with the deployment's key, obtained "
             "separately, to check who made the report."
         )
+
+
+# ------------------------------------------------------------------------------------------
+# background jobs
+
+
+@app.command()
+def worker(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Job threads in this process.", min=1, max=64)
+    ] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
+) -> None:
+    """Run background jobs (exports, redaction, retention and disclosure passes) from the
+    queue in [jobs] until SIGINT/SIGTERM; running jobs finish first (up to 60 s). Start as
+    many as needed, on any machine that shares the data dir, database and Redis."""
+    _setup_logging(not quiet)
+    settings = load_settings(config, data_dir=data_dir)
+
+    def ready(queue: JobQueue) -> None:
+        out.print(f"Worker {worker_id()}: {workers} job thread(s) on {queue.where}", soft_wrap=True)
+
+    run_worker(settings, workers, on_ready=ready)
+    out.print("Stopped.")
 
 
 # ------------------------------------------------------------------------------------------

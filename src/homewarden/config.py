@@ -17,6 +17,10 @@ Example file::
     [recorder]
     processes = 2          # recorder worker processes (default: one per CPU core)
 
+    [jobs]
+    redis_url = "redis://127.0.0.1:6379/0"   # default: SQLite at <data_dir>/jobs.db
+    workers = 1            # job worker threads inside `homewarden run` (0: none)
+
     [cameras.front]
     url = "rtsp://192.0.2.10:554/stream1"
     zones = { porch = [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]] }
@@ -269,6 +273,79 @@ class MailSettings(_Strict):
     password: str | None = None
 
 
+def _check_topic_prefix(v: str) -> str:
+    # MQTT 3.1.1 section 4.7: wildcards (+ #) may not appear in a topic published to, and
+    # topics starting with $ are the broker's (4.7.2); NUL is forbidden in any UTF-8 string
+    # (1.5.3); an empty level or leading/trailing "/" would make topics other clients spell
+    # differently.
+    bad_edge = v.startswith(("/", "$")) or v.endswith("/")
+    if not v or any(c in v for c in "+#\0") or "//" in v or bad_edge:
+        raise _invalid(
+            f"MQTT topic prefix {v!r} must be non-empty levels without + # or NUL, "
+            "not starting with $"
+        )
+    return v
+
+
+class MqttSettings(_Strict):
+    """The MQTT bridge (``homewarden.services.mqtt_bridge``): state and events to a broker,
+    with Home Assistant discovery. ``host`` None: no bridge.
+
+    ``snapshots``: publish each event's snapshot JPEG to the broker (footage leaving the
+    process: off unless the owner opts in). ``commands``: honour the command topics that
+    switch recording and motion sensing per camera (anyone who may publish on the broker
+    could otherwise stop recording: off unless the owner opts in). ``client_id`` default:
+    ``homewarden-<topic_prefix>``. ``keepalive``: seconds (MQTT 3.1.1 section 3.1.2.10).
+    """
+
+    host: str | None = None
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    topic_prefix: Annotated[str, AfterValidator(_check_topic_prefix)] = "homewarden"
+    discovery_prefix: Annotated[str, AfterValidator(_check_topic_prefix)] = "homeassistant"
+    snapshots: bool = False
+    commands: bool = False
+    keepalive: int = Field(default=60, ge=5, le=3600)
+
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+class JobSettings(_Strict):
+    """Background jobs (``homewarden.services.jobs``: exports, redaction, retention and
+    disclosure scheduler passes), run by huey.
+
+    ``redis_url`` None: the queue is SQLite at ``<data_dir>/jobs.db`` (one machine); else a
+    ``redis://``, ``rediss://`` or ``unix://`` URL of the Redis holding it (many machines:
+    every ``homewarden run`` and ``homewarden worker`` naming the same URL and ``name`` share
+    one queue). ``name``: the queue's name (letters, digits, ``_``), so several deployments
+    can share one Redis. ``workers``: worker threads of the consumer inside ``homewarden
+    run`` (0: none, jobs wait for ``homewarden worker`` processes).
+    """
+
+    redis_url: str | None = None
+    name: str = "homewarden"
+    workers: int = Field(default=1, ge=0, le=64)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise _invalid("jobs.redis_url must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _queue_name(cls, v: str) -> str:
+        # huey's Redis storage drops every other character from the name: two names differing
+        # only in those would share one queue.
+        if not _QUEUE_NAME.match(v):
+            raise _invalid(f"job queue name {v!r} may hold only letters, digits and _")
+        return v
+
+
 class Settings(BaseSettings):
     """Everything HomeWarden reads from configuration. Build with :func:`load_settings`."""
 
@@ -289,6 +366,8 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     recorder: RecorderSettings = Field(default_factory=RecorderSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     cameras: dict[str, CameraSettings] = Field(default_factory=dict)
 
     @field_validator("household")

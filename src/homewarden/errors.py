@@ -12,8 +12,11 @@ problem documents in one place (``homewarden.web.problems``).
     ├── NotFoundError                no such camera / segment / event / footage in a span
     ├── InvalidRequestError          a caller's input is malformed (bad time range, bad cursor)
     ├── PermissionDeniedError        the caller lacks the permission a route declares
+    │   └── KeyUnavailableError      the caller holds no such household key (revoked, rotated
+    │                                away, never granted, another household's)
     ├── AuthenticationError          no, wrong or expired credentials (password, TOTP, link)
-    │   └── TooManyAttemptsError     too many failed logins: try again after ``retry_after``
+    │   ├── TooManyAttemptsError     too many failed logins: try again after ``retry_after``
+    │   └── KeysLockedError          the session has no unlocked household keys: sign in again
     ├── StorageError                 disk full, unwritable data dir, missing segment file
     │   └── CorruptSegmentError      a segment file does not parse or decode
     ├── DatabaseError                the index cannot be opened or migrated
@@ -27,9 +30,24 @@ problem documents in one place (``homewarden.web.problems``).
     ├── FootageUnavailableError      no footage to be had now: camera offline (live view), or
     │                                the demo cannot find or fetch real footage
     ├── ModelUnavailableError        a detector model cannot be fetched, unpacked or loaded
+    ├── JobQueueError                the background job queue (SQLite file, Redis) fails
+    ├── SealedDataError              sealed footage or a wrapped key does not open (``reason``,
+    │   │                            ``chunk_index``: the chunk, None for a header or a wrap)
+    │   ├── SealedFormatError            not sealed data of a known version, cut short, malformed
+    │   │   └── UnfinishedSegmentError   the writer never finished the segment (it stopped)
+    │   ├── SealedTamperedError          fails authentication: changed, swapped, reordered,
+    │   │                                truncated, moved between segments, renamed
+    │   ├── WrongKeyError                sealed to another household key; wrong passphrase or
+    │   │                                recovery code
+    │   └── KeyShareError                custodian shares: mistyped, too few, duplicated, mixed
+    ├── LeaseLostError               this recorder node no longer holds a camera's lease
     └── VerificationError            a proof, signature or the audit log does not check out
         ├── InvalidProofError            an inclusion or consistency proof does not verify
         ├── InvalidSignatureError        a signature does not verify, or its key is unknown
+        │   └── WebhookSignatureError    a webhook call fails Standard Webhooks verification
+        │       ├── WebhookHeaderError       a ``webhook-*`` header is missing or malformed
+        │       ├── WebhookTimestampError    its timestamp is outside the tolerance (replay)
+        │       └── WebhookMismatchError     no v1 signature matches (forged, other secret)
         ├── LogTamperedError             stored audit entries disagree with their tree / heads
         └── PackageTamperedError         an evidence package's files or audit record disagree
                                          with its signed manifest (changed, missing, extra)
@@ -85,6 +103,23 @@ class TooManyAttemptsError(AuthenticationError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class KeyUnavailableError(PermissionDeniedError):
+    """The caller holds no household key of that id: revoked from them, rotated away before
+    they were granted it, never granted, unknown, or another household's
+    (``homewarden.services.household_keys``)."""
+
+    code = "key-unavailable"
+
+
+class KeysLockedError(AuthenticationError):
+    """The session holds no unlocked household keys: it ended or expired, it was made by an
+    API token, or this server restarted since the password was given (keys live only in the
+    memory of the server that unlocked them). Signing in again with the password unlocks
+    them."""
+
+    code = "keys-locked"
 
 
 class InvalidTransitionError(HomeWardenError):
@@ -171,6 +206,23 @@ class ModelUnavailableError(HomeWardenError):
     code = "model-unavailable"
 
 
+class JobQueueError(HomeWardenError):
+    """The background job queue cannot be reached or refuses an operation: Redis is down or
+    refuses the connection, the SQLite ``jobs.db`` cannot be opened or written, a queued job
+    does not pass its signature check (``homewarden.services.jobs``). The message names the
+    queue without a password."""
+
+    code = "job-queue"
+
+
+class LeaseLostError(HomeWardenError):
+    """This recorder node no longer holds a camera's lease (it expired, or another node took
+    the camera with a higher fencing token): the camera's recorder must stop, and a segment
+    it finished is refused by the index (see :mod:`homewarden.services.leases`)."""
+
+    code = "lease-lost"
+
+
 class VerificationError(HomeWardenError):
     """Something that must verify does not (a proof, a signature, the audit log)."""
 
@@ -187,6 +239,34 @@ class InvalidSignatureError(VerificationError):
     """A signature does not verify, is malformed, or was made by a key that is not known."""
 
     code = "invalid-signature"
+
+
+class WebhookSignatureError(InvalidSignatureError):
+    """A webhook call does not verify (Standard Webhooks; see
+    :mod:`homewarden.crypto.webhook_signature`); a subclass says why."""
+
+    code = "webhook-signature"
+
+
+class WebhookHeaderError(WebhookSignatureError):
+    """A ``webhook-id``, ``webhook-timestamp`` or ``webhook-signature`` header is missing or
+    malformed."""
+
+    code = "webhook-header"
+
+
+class WebhookTimestampError(WebhookSignatureError):
+    """A webhook call's timestamp is further from now than the tolerance (a replay, or a
+    clock that is off)."""
+
+    code = "webhook-timestamp"
+
+
+class WebhookMismatchError(WebhookSignatureError):
+    """No ``v1`` signature of a webhook call matches: forged, signed with another secret, or
+    its body, id or timestamp changed."""
+
+    code = "webhook-mismatch"
 
 
 class LogTamperedError(VerificationError):
@@ -235,3 +315,57 @@ class NoticeDeliveryError(HomeWardenError):
     ``host:port``; it never holds the SMTP password or user name."""
 
     code = "notice-delivery"
+
+
+class SealedDataError(HomeWardenError):
+    """Sealed footage or a wrapped key does not open (:mod:`homewarden.crypto.sealing`,
+    :mod:`homewarden.crypto.household_keys`). ``reason`` is a short stable phrase;
+    ``chunk_index`` is the chunk of a sealed segment concerned, None for its header or for
+    anything that is not a segment. Openers raise it; they never return None or False."""
+
+    code = "sealed-data"
+
+    def __init__(self, message: str, *, reason: str, chunk_index: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.chunk_index = chunk_index
+
+
+class SealedFormatError(SealedDataError):
+    """Not sealed data of a known format version: wrong magic, unknown version, cut short,
+    fields that contradict each other."""
+
+    code = "sealed-format"
+
+
+class UnfinishedSegmentError(SealedFormatError):
+    """A sealed segment whose writer never finished it (stopped or crashed): its header still
+    holds the placeholder. Its complete chunks can be salvaged, without proof of its end."""
+
+    code = "unfinished-segment"
+
+
+class SealedTamperedError(SealedDataError):
+    """Sealed data fails authentication: a byte changed, chunks swapped, reordered, truncated
+    or moved from another segment, or the segment opened under another identity (renamed)."""
+
+    code = "sealed-tampered"
+
+
+class WrongKeyError(SealedDataError):
+    """The key or secret offered does not open this: a segment sealed to another household
+    key, a wrap opened with a wrong passphrase, recovery code or escrow key."""
+
+    code = "wrong-key"
+
+
+class KeyShareError(SealedDataError):
+    """Custodian key shares cannot be combined: one is mistyped (bad checksum) or malformed,
+    too few, the same share twice, or shares of different splits. ``share_position`` is the
+    1-based position of the offending share in what was given, when one is to blame."""
+
+    code = "key-share"
+
+    def __init__(self, message: str, *, reason: str, share_position: int | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.share_position = share_position

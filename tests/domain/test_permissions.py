@@ -9,6 +9,7 @@ from homewarden.domain.permissions import (
     ANONYMOUS_GRANTS,
     GRANTS,
     STAFF_ROLES,
+    TOKEN_EXCLUDED,
     CameraAccess,
     Permission,
     Principal,
@@ -97,6 +98,8 @@ def test_grant_table_covers_every_role_and_only_known_permissions() -> None:
                 Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE,
                 Permission.AUDIT_ACCESS_LOG_READ,
                 Permission.CAMERAS_CAMERA_MANAGE,
+                Permission.NOTIFY_WEBHOOK_MANAGE,
+                Permission.NOTIFY_WEBHOOK_READ,
             },
             set(),
         ),
@@ -108,6 +111,8 @@ def test_grant_table_covers_every_role_and_only_known_permissions() -> None:
                 Permission.ACCOUNTS_SUPPORT_GRANT_MANAGE,
                 Permission.AUDIT_ACCESS_LOG_READ,
                 Permission.CAMERAS_CAMERA_MANAGE,
+                Permission.NOTIFY_WEBHOOK_MANAGE,
+                Permission.NOTIFY_WEBHOOK_READ,
                 Permission.SYSTEM_HEALTH_READ,
             },
         ),
@@ -119,10 +124,20 @@ def test_grant_table_covers_every_role_and_only_known_permissions() -> None:
                 Permission.AUDIT_ACCESS_LOG_READ,
                 Permission.CAMERAS_CAMERA_MANAGE,
                 Permission.NOTIFY_PUSH_MANAGE,
+                Permission.NOTIFY_WEBHOOK_MANAGE,
+                Permission.NOTIFY_WEBHOOK_READ,
             },
         ),
-        (Role.LEGAL_REVIEWER, {Permission.ACCOUNTS_SELF_MANAGE}, FOOTAGE),
-        (Role.CUSTODIAN, {Permission.ACCOUNTS_SELF_MANAGE}, FOOTAGE),
+        (
+            Role.LEGAL_REVIEWER,
+            {Permission.ACCOUNTS_SELF_MANAGE},
+            FOOTAGE | {Permission.NOTIFY_WEBHOOK_MANAGE, Permission.NOTIFY_WEBHOOK_READ},
+        ),
+        (
+            Role.CUSTODIAN,
+            {Permission.ACCOUNTS_SELF_MANAGE},
+            FOOTAGE | {Permission.NOTIFY_WEBHOOK_MANAGE, Permission.NOTIFY_WEBHOOK_READ},
+        ),
     ],
 )
 def test_grant_table(role: Role, allowed: set[Permission], denied: set[Permission]) -> None:
@@ -144,6 +159,17 @@ def test_anonymous_holds_only_the_anonymous_grants(permission: Permission) -> No
     assert is_allowed(Principal.anonymous("127.0.0.1"), permission) is (
         permission in ANONYMOUS_GRANTS
     )
+
+
+def test_an_owners_api_token_reads_webhooks_but_cannot_manage_them() -> None:
+    # A webhook is a lasting channel out of the home: a leaked token must not open one.
+    token = Principal(
+        PrincipalKind.USER, "192.0.2.7", user_id=7, role=Role.OWNER, household="home",
+        via_token=True,
+    )  # fmt: skip
+    assert is_allowed(token, Permission.NOTIFY_WEBHOOK_READ)
+    assert not is_allowed(token, Permission.NOTIFY_WEBHOOK_MANAGE)
+    assert Permission.NOTIFY_WEBHOOK_MANAGE in TOKEN_EXCLUDED
 
 
 def test_a_user_without_a_role_holds_only_what_anonymous_callers_hold() -> None:

@@ -85,6 +85,8 @@ def _status(name: str, at: float, **changes: object) -> CameraStatus:
         gaps_open=0,
         last_error=None,
         next_retry_at=None,
+        fps_recorded=24.0,
+        cpu_seconds=3.5,
     )
     return replace(status, **changes)  # type: ignore[arg-type]
 
@@ -162,6 +164,8 @@ def test_owner_token_scrapes_parseable_camera_index_and_storage_metrics(site: Si
     assert value(samples, "homewarden_camera_connected", camera="front") == 1
     assert value(samples, "homewarden_camera_connected", camera="porch") == 0
     assert value(samples, "homewarden_camera_fps_in", camera="side") == 12.5
+    assert value(samples, "homewarden_camera_fps_recorded", camera="front") == 24.0
+    assert value(samples, "homewarden_camera_cpu_seconds_total", camera="front") == 3.5
     assert value(samples, "homewarden_camera_bitrate_bits_per_second", camera="front") == 1e6
     assert value(samples, "homewarden_camera_segments_written_total", camera="front") == 6
     assert value(samples, "homewarden_camera_last_packet_age_seconds", camera="front") == 0.5
@@ -172,7 +176,12 @@ def test_owner_token_scrapes_parseable_camera_index_and_storage_metrics(site: Si
                 expected
             )
     # a camera without a recorder has no live samples (unknown is not zero)
-    for name in ("homewarden_camera_fps_in", "homewarden_camera_segments_written_total"):
+    for name in (
+        "homewarden_camera_fps_in",
+        "homewarden_camera_fps_recorded",
+        "homewarden_camera_cpu_seconds_total",
+        "homewarden_camera_segments_written_total",
+    ):
         assert (name, frozenset({("camera", "porch")})) not in samples
     # index facts
     segs = site.footage.segments
@@ -385,6 +394,12 @@ def test_metrics_move_while_a_real_recorder_records(tmp_path: Path) -> None:
         assert value(first, "homewarden_camera_connected", **bikes) == 1
         assert value(first, "homewarden_camera_fps_in", **bikes) == pytest.approx(25, rel=0.3)
         assert value(first, "homewarden_camera_bitrate_bits_per_second", **bikes) > 0
+        # every frame in goes into a segment once the first keyframe opened one
+        assert value(first, "homewarden_camera_fps_recorded", **bikes) == pytest.approx(
+            value(first, "homewarden_camera_fps_in", **bikes), rel=0.15
+        )
+        cpu = value(first, "homewarden_camera_cpu_seconds_total", **bikes)
+        assert cpu > 0
         written = value(first, "homewarden_camera_segments_written_total", **bikes)
         recorded = value(first, "homewarden_camera_recorded_seconds", **bikes)
         assert recorded > 0
@@ -395,6 +410,7 @@ def test_metrics_move_while_a_real_recorder_records(tmp_path: Path) -> None:
             if value(second, "homewarden_camera_recorded_seconds", **bikes) > recorded + 1:
                 break
         assert value(second, "homewarden_camera_segments_written_total", **bikes) > written
+        assert value(second, "homewarden_camera_cpu_seconds_total", **bikes) > cpu
         assert value(second, "homewarden_camera_recorded_seconds", **bikes) > recorded + 1
         assert value(second, "homewarden_camera_recorded_bytes", **bikes) > value(
             first, "homewarden_camera_recorded_bytes", **bikes

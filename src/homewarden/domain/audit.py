@@ -86,6 +86,32 @@ class AuditTag(StrEnum):
     FOOTAGE_PLAYBACK_VIEW = "footage:playback:view"
     #: An event's snapshot image was served.
     FOOTAGE_SNAPSHOT_VIEW = "footage:snapshot:view"
+    #: The deployment's escrow key was made and split among custodians (its public key kept).
+    KEY_ESCROW_CREATE = "key:escrow:create"
+    #: The owner turned emergency access off: escrow wraps destroyed (the key is rotated).
+    KEY_ESCROW_DISABLE = "key:escrow:disable"
+    #: The owner turned emergency access on: household keys sealed to the escrow key.
+    KEY_ESCROW_ENABLE = "key:escrow:enable"
+    #: Custodians' shares were combined to open a household's escrow wraps (or were refused).
+    KEY_ESCROW_USE = "key:escrow:use"
+    #: A household key was made (first run, or a household's first key).
+    KEY_HOUSEHOLD_CREATE = "key:household:create"
+    #: Household keys were sealed to a person (a member's grant, an owner's setup).
+    KEY_HOUSEHOLD_GRANT = "key:household:grant"
+    #: A person's seals of the household keys were removed.
+    KEY_HOUSEHOLD_REVOKE = "key:household:revoke"
+    #: A new household key version replaced the current one for new footage.
+    KEY_HOUSEHOLD_ROTATE = "key:household:rotate"
+    #: A login unlocked household keys into the session's server memory.
+    KEY_HOUSEHOLD_UNLOCK = "key:household:unlock"
+    #: A person's own key pair was made (wrapped under their password).
+    KEY_PERSONAL_CREATE = "key:personal:create"
+    #: A person's own key was re-wrapped under a new password.
+    KEY_PERSONAL_REWRAP = "key:personal:rewrap"
+    #: A household's recovery code was made or replaced (the old one destroyed).
+    KEY_RECOVERY_ROTATE = "key:recovery:rotate"
+    #: A recovery code was used to open the household keys (or was refused).
+    KEY_RECOVERY_USE = "key:recovery:use"
     #: Staff added or changed an agency on the allow-list.
     REQUEST_AGENCY_CHANGE = "request:agency:change"
     #: A consent request: it was closed.

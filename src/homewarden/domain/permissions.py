@@ -56,7 +56,10 @@ class Permission(StrEnum):
     FOOTAGE_LIVE_VIEW = "footage:live:view"
     FOOTAGE_RECORDING_READ = "footage:recording:read"
     FOOTAGE_SNAPSHOT_READ = "footage:snapshot:read"
+    KEYS_HOUSEHOLD_MANAGE = "keys:household:manage"
     NOTIFY_PUSH_MANAGE = "notify:push:manage"
+    NOTIFY_WEBHOOK_MANAGE = "notify:webhook:manage"
+    NOTIFY_WEBHOOK_READ = "notify:webhook:read"
     SYSTEM_HEALTH_READ = "system:health:read"
     SYSTEM_METRICS_READ = "system:metrics:read"
     SYSTEM_OPENAPI_READ = "system:openapi:read"
@@ -199,6 +202,9 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         Permission.DISCLOSURE_POLICY_MANAGE,
         Permission.DISCLOSURE_REQUEST_ANSWER,
         Permission.DISCLOSURE_REQUEST_READ,
+        Permission.KEYS_HOUSEHOLD_MANAGE,
+        Permission.NOTIFY_WEBHOOK_MANAGE,
+        Permission.NOTIFY_WEBHOOK_READ,
         Permission.SYSTEM_HEALTH_READ,
         Permission.SYSTEM_METRICS_READ,
     },
@@ -232,7 +238,11 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 #: password, TOTP), accounts and grants. A stolen token must not mint lasting access (a new
 #: token, a new owner) that outlives its own revocation; scripts read and watch footage.
 #: Nor does it answer, review or set policy for disclosure requests: a decision that lets
-#: footage leave the home is taken by a person signed in with their second factor.
+#: footage leave the home is taken by a person signed in with their second factor. Nor does
+#: it add, change or remove webhooks: a webhook is a lasting channel out of the home (events
+#: and request notices) that would outlive the token's revocation; a token may read them.
+#: Nor does it manage household keys: grants, revocations, the recovery code and the escrow
+#: switch need the owner's unlocked keys, which only a password login unlocks.
 TOKEN_EXCLUDED = frozenset(
     {
         Permission.ACCOUNTS_CREDENTIAL_MANAGE,
@@ -242,6 +252,8 @@ TOKEN_EXCLUDED = frozenset(
         Permission.DISCLOSURE_POLICY_MANAGE,
         Permission.DISCLOSURE_REQUEST_ANSWER,
         Permission.DISCLOSURE_REQUEST_REVIEW,
+        Permission.KEYS_HOUSEHOLD_MANAGE,
+        Permission.NOTIFY_WEBHOOK_MANAGE,
     }
 )
 

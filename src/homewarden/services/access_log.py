@@ -4,9 +4,10 @@ view of it"), newest first, one page at a time.
 
 Entries are read from the end of the log backwards and kept when they concern the household
 (``subject.household``) and carry one of the shown tags (:data:`ACCESS_LOG_TAGS`: every
-``footage:*`` and ``account:*`` action). A page reads at most ``scan_limit`` entries, so a
-household with few entries in a large shared log costs a bounded amount per page; a page may
-then hold fewer than ``limit`` entries and still have a ``next_before`` to continue from.
+``footage:*``, ``account:*`` and ``key:*`` action). A page reads at most ``scan_limit``
+entries, so a household with few entries in a large shared log costs a bounded amount per
+page; a page may then hold fewer than ``limit`` entries and still have a ``next_before`` to
+continue from.
 
 Entries made for a disclosure request whose owner notice is not sent yet (a search warrant
 under a non-disclosure order, 18 U.S.C. 2705(b)) are left out until it is: the access log must
@@ -26,8 +27,10 @@ from homewarden.services.audit import AuditLog
 FOOTAGE_TAGS = frozenset(t for t in AuditTag if t.value.startswith("footage:"))
 #: Account changes: users, credentials, tokens, camera and support grants.
 ACCOUNT_TAGS = frozenset(t for t in AuditTag if t.value.startswith("account:"))
+#: Uses of household keys: unlocks, grants, revocations, rotations, recovery, escrow.
+KEY_TAGS = frozenset(t for t in AuditTag if t.value.startswith("key:"))
 #: What the owner's access log shows.
-ACCESS_LOG_TAGS = FOOTAGE_TAGS | ACCOUNT_TAGS
+ACCESS_LOG_TAGS = FOOTAGE_TAGS | ACCOUNT_TAGS | KEY_TAGS
 #: Most entries one page reads from the log (see the module docstring).
 SCAN_LIMIT = 2000
 #: Largest page.

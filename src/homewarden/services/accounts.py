@@ -18,6 +18,14 @@ against a dummy Argon2id hash made at start-up.
 
 Audit entries (only services write them): logins that fail or succeed, users created or
 disabled, credential changes, tokens, camera and support grants.
+
+Household keys (DESIGN.md flow 8): when :attr:`AccountService.keys` is set (the runtime sets
+it to its :class:`~homewarden.services.household_keys.KeyRing`), the account use-cases tell it
+what only they see - a password proven at login (to unlock the person's keys into the
+session's memory), a session promoted past TOTP, ended or expired, a password set or changed
+(to re-wrap the person's key), a member's camera access granted or withdrawn (to seal or
+revoke the household keys) - through the small :class:`KeyHooks` protocol, so this module
+does not depend on the key service.
 """
 
 from __future__ import annotations
@@ -28,8 +36,9 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import nacl.exceptions
 import nacl.pwhash
@@ -123,6 +132,31 @@ class TotpEnrolment:
     uri: str
 
 
+class KeyHooks(Protocol):
+    """What the household key service is told by the account use-cases (see the module
+    docstring). A hook about a login never makes the login fail: a key problem leaves the
+    session's keys locked and is logged."""
+
+    def households_ensured(self, households: Sequence[str]) -> None:
+        """These households exist: give each one without a key its first key."""
+
+    def password_verified(self, user: UserRecord, password: str, session: SessionRecord) -> None:
+        """``user`` proved ``password`` and got ``session`` (full, or waiting for TOTP)."""
+
+    def session_promoted(self, pending: SessionRecord, session: SessionRecord) -> None:
+        """The TOTP step replaced the waiting session ``pending`` by the full ``session``."""
+
+    def sessions_ended(self, *, session_id: str | None = None, user_id: int | None = None) -> None:
+        """A session (``session_id``), or every session of ``user_id``, ended."""
+
+    def password_set(self, user: UserRecord, password: str, old: str | None) -> None:
+        """``user``'s password becomes ``password`` (``old``: the previous one, when known).
+        Called before the new password is stored; raising aborts the change."""
+
+    def access_changed(self, member: UserRecord, actor: Actor, granter: Principal | None) -> None:
+        """A member's camera grants or account state changed (by ``granter``)."""
+
+
 def user_actor(user: UserRecord) -> Actor:
     """The audit actor of an account (staff, requester or user, by id)."""
     role = Role(user.role)
@@ -157,6 +191,8 @@ class AccountService:
         self._lock = threading.Lock()
         #: Called with a requester account just locked for wrong TOTP codes (staff alert).
         self.on_requester_locked: Callable[[UserRecord], None] | None = None
+        #: The household key service (see the module docstring); None: no owner-held keys.
+        self.keys: KeyHooks | None = None
 
     @property
     def _settings(self) -> Settings:
@@ -183,6 +219,8 @@ class AccountService:
         }
         for hid in sorted(ids):
             self._store.ensure_household(hid, hid, now)
+        if self.keys is not None:
+            self.keys.households_ensured(sorted(ids))
 
     def bootstrap_owner(self, username: str = "owner") -> str | None:
         """First run: make sure the deployment's household has an owner. When it has none,
@@ -282,11 +320,15 @@ class AccountService:
         user = self._store.update_user(user_id, disabled=disabled, failed_logins=0)
         if disabled:
             self._store.delete_sessions_of(user_id)
+            if self.keys is not None:
+                self.keys.sessions_ended(user_id=user_id)
         else:
             self._clear_locks(user.username)
             self._store.set_throttle(f"totp:{user_id}", 0, 0.0)
         tag = AuditTag.ACCOUNT_USER_DISABLE if disabled else AuditTag.ACCOUNT_USER_ENABLE
         self._audit.append(tag, actor, user.username, household=self._household_of(user))
+        if self.keys is not None and user.role == Role.MEMBER:
+            self.keys.access_changed(user, actor, None)
         return user
 
     def unlock(self, user_id: int, *, actor: Actor) -> None:
@@ -366,6 +408,8 @@ class AccountService:
                 raise AuthenticationError("the TOTP code does not match; check the phone's clock")
         if self._store.use_setup_link(_sha256(secret), self._clock()) is None:
             raise AuthenticationError("this setup link is unknown, used or expired")
+        if self.keys is not None:
+            self.keys.password_set(user, password, None)
         user = self._store.update_user(
             user.id,
             password_hash=hash_password(password),
@@ -374,6 +418,8 @@ class AccountService:
             failed_logins=0,
         )
         self._store.delete_sessions_of(user.id)
+        if self.keys is not None:
+            self.keys.sessions_ended(user_id=user.id)
         self._audit.append(
             AuditTag.ACCOUNT_CREDENTIAL_CHANGE,
             user_actor(user),
@@ -418,6 +464,8 @@ class AccountService:
         secret, session = self._new_session(user, stage, client_host, now)
         if not needs_totp:
             self._succeed(user, client_host)
+        if self.keys is not None:
+            self.keys.password_verified(user, password[: rules.PASSWORD_MAX], session)
         return LoginStep(secret, session, needs_totp)
 
     def verify_totp(self, session_secret: str, code: str, client_host: str) -> LoginStep:
@@ -449,6 +497,8 @@ class AccountService:
         self._clear_throttle(user.username, client_host)
         secret, full = self._new_session(user, STAGE_FULL, client_host, now)
         self._succeed(user, client_host)
+        if self.keys is not None:
+            self.keys.session_promoted(session, full)
         return LoginStep(secret, full, False)
 
     def _totp_step(self, secret: str, code: str, last_step: int | None) -> int | None:
@@ -572,6 +622,8 @@ class AccountService:
             return None
         if session.expires_at <= now:
             self._store.delete_session(session.id)
+            if self.keys is not None:
+                self.keys.sessions_ended(session_id=session.id)
             return None
         return session
 
@@ -589,6 +641,8 @@ class AccountService:
         life = rules.session_lifetime(Role(user.role))
         if now >= session.created_at + life.absolute:
             self._store.delete_session(session.id)
+            if self.keys is not None:
+                self.keys.sessions_ended(session_id=session.id)
             return None
         if now - session.last_seen > 60:  # write at most once a minute per session
             expires = min(now + life.idle, session.created_at + life.absolute)
@@ -645,8 +699,11 @@ class AccountService:
         )
 
     def logout(self, session_secret: str) -> None:
-        """End the session behind a cookie secret (nothing when it is gone)."""
+        """End the session behind a cookie secret (nothing when it is gone); its unlocked
+        keys are dropped."""
         self._store.delete_session(_sha256(session_secret))
+        if self.keys is not None:
+            self.keys.sessions_ended(session_id=_sha256(session_secret))
 
     # credentials
 
@@ -661,14 +718,41 @@ class AccountService:
         if not user.password_hash or not password_matches(user.password_hash, old):
             raise AuthenticationError("the current password is wrong")
         rules.check_new_password(new, user.username)
+        if self.keys is not None:
+            self.keys.password_set(user, new, old)
         self._store.update_user(user_id, password_hash=hash_password(new))
         self._store.delete_sessions_of(user_id)
+        if self.keys is not None:
+            self.keys.sessions_ended(user_id=user_id)
         self._audit.append(
             AuditTag.ACCOUNT_CREDENTIAL_CHANGE,
             user_actor(user),
             "password changed",
             household=self._household_of(user),
         )
+
+    def reset_password(self, user_id: int, new: str, *, actor: Actor, why: str) -> UserRecord:
+        """Set a password without the old one, ending every session: for the household key
+        service once an owner proved the household's recovery code (it re-wraps the keys
+        itself; no :class:`KeyHooks` call is made). ``why`` goes into the audit entry.
+
+        Raises:
+            InvalidRequestError: ``new`` is weak.
+            NotFoundError: unknown id.
+        """
+        user = self._store.user(user_id)
+        rules.check_new_password(new, user.username)
+        user = self._store.update_user(user_id, password_hash=hash_password(new), failed_logins=0)
+        self._store.delete_sessions_of(user_id)
+        if self.keys is not None:
+            self.keys.sessions_ended(user_id=user_id)
+        self._audit.append(
+            AuditTag.ACCOUNT_CREDENTIAL_CHANGE,
+            actor,
+            f"password reset: {why}",
+            household=self._household_of(user),
+        )
+        return user
 
     def begin_totp(self, user_id: int) -> TotpEnrolment:
         """A new TOTP secret for the account to confirm with :meth:`confirm_totp`."""
@@ -801,6 +885,8 @@ class AccountService:
                 raise AuditUnavailableError(
                     f"the grant was not made: it cannot be written to the audit log ({exc})"
                 ) from exc
+        if self.keys is not None:
+            self.keys.access_changed(member, actor, owner)
 
     def revoke_camera(self, owner: Principal, member_id: int, camera: str, actor: Actor) -> None:
         """Withdraw a member's camera grant (no error when there was none)."""
@@ -813,6 +899,8 @@ class AccountService:
                 camera=camera,
                 household=owner.household,
             )
+        if self.keys is not None:
+            self.keys.access_changed(member, actor, owner)
 
     def camera_grants(self, user_id: int) -> frozenset[str]:
         """Cameras granted to a member."""

@@ -685,8 +685,11 @@ class AuditLog:
             StorageError: the signing key cannot be loaded.
         """
         key, _ = self._load_key()
-        size = self._store.size()
+        # The head first, then the size: another process (a job worker) may sign a head
+        # between the two reads, and a head read first never covers more than the log holds
+        # when its size is read after.
         previous = self.latest_tree_head()
+        size = self._store.size()
         base = 0
         compact = merkle.CompactRange()
         if previous is not None and previous.tree_size > size:

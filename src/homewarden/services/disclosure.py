@@ -1154,6 +1154,11 @@ class DisclosureService:
         d.check_releasable(req)
         out = self.packages_dir
         out.mkdir(parents=True, exist_ok=True)
+        if (out / f"{req.id}.zip").is_file():
+            # An earlier pass made it and stopped before the fulfilment was stored (a worker
+            # killed, a job retried): that one is the request's package, never a second.
+            log.warning("request %s: its package exists already; fulfilled with it", req.id)
+            return f"{req.id}.zip"
         for stale in (out / req.id, out / f"{req.id}.part", out / f"{req.id}.withheld"):
             if stale.exists() and not (out / f"{req.id}.zip").exists():
                 shutil.rmtree(stale, ignore_errors=True)

@@ -23,8 +23,11 @@ for this process (Linux ``/proc``).
 Families (units in the name; times seconds, sizes bytes, rates per second):
 
 - ``homewarden_camera_connected{camera}``: 1 while the recorder has a live connection.
-- ``homewarden_camera_fps_in{camera}``, ``homewarden_camera_bitrate_bits_per_second{camera}``,
+- ``homewarden_camera_fps_in{camera}``, ``homewarden_camera_fps_recorded{camera}`` (frames
+  written into segments), ``homewarden_camera_bitrate_bits_per_second{camera}``,
   ``homewarden_camera_segments_written_total{camera}`` (since the recorder started),
+  ``homewarden_camera_cpu_seconds_total{camera}`` (the recorder thread's CPU since it started;
+  see :class:`~homewarden.services.recorder.CameraStatus`),
   ``homewarden_camera_decode_mode{camera,mode}`` (1 for the current mode of ``off``,
   ``keyframes`` (quiet) and ``full`` (motion), 0 for the others),
   ``homewarden_camera_last_packet_age_seconds{camera}``: only for a camera whose recorder runs
@@ -39,10 +42,10 @@ Families (units in the name; times seconds, sizes bytes, rates per second):
   ``homewarden_storage_size_bytes``.
 - ``homewarden_disclosure_requests{type,state}``: the owner's requests (combinations with
   none are not listed).
-
-Not here yet: job queue depth (there is no job queue; issue 7's background jobs will add it,
-and a made-up zero would read as "drained") and recorded fps (the recorder does not count
-frames written).
+- ``homewarden_jobs_queued``, ``homewarden_jobs_scheduled``: background jobs
+  (:mod:`homewarden.services.jobs`) waiting for a worker, and waiting for their time (a
+  retry's delay). Deployment-wide, like free disk: a count says nothing of whose jobs. When
+  the queue cannot be read (Redis down) there is no sample: unknown is not "drained".
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ from prometheus_client.registry import Collector
 
 from homewarden.config import Settings
 from homewarden.domain.permissions import Principal, PrincipalKind, Role
+from homewarden.errors import JobQueueError
+from homewarden.services.jobs import QueueDepth
 from homewarden.services.queries import CameraView, Queries
 from homewarden.store.disclosure_store import DisclosureStore
 from homewarden.store.index import CameraTotals, Index
@@ -72,6 +77,10 @@ MAX_COUNTED_REQUESTS = 1_000_000
 #: (:meth:`homewarden.services.disclosure.DisclosureService.unnoticed_requests`).
 UnnoticedRequests = Callable[[str], frozenset[str]]
 
+#: Returns the job queue's depth (:meth:`homewarden.services.jobs.JobQueue.depth`); raises
+#: :class:`~homewarden.errors.JobQueueError` when the queue cannot be read.
+JobDepth = Callable[[], QueueDepth]
+
 
 class MetricsCollector(Collector):
     """The HomeWarden families of the module docstring, as ``viewer`` may see them, read at
@@ -85,6 +94,7 @@ class MetricsCollector(Collector):
         settings: returns the settings now (the media dir).
         clock: now, UTC epoch seconds (for the age of the last packet).
         viewer: who scrapes.
+        jobs: the job queue's depth; None: no job families (no queue in this process).
 
     Raises (from :meth:`collect`):
         DatabaseError: the index does not answer.
@@ -99,6 +109,7 @@ class MetricsCollector(Collector):
         settings: Callable[[], Settings],
         clock: Callable[[], float],
         viewer: Principal,
+        jobs: JobDepth | None = None,
     ) -> None:
         self._queries = queries
         self._index = index
@@ -107,6 +118,7 @@ class MetricsCollector(Collector):
         self._settings = settings
         self._clock = clock
         self._viewer = viewer
+        self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
         """Every family, read now."""
@@ -115,6 +127,26 @@ class MetricsCollector(Collector):
         yield from _camera_families(views, totals, self._clock())
         yield from _storage_families(self._settings(), totals.values())
         yield from self._request_families()
+        yield from self._job_families()
+
+    def _job_families(self) -> Iterator[Metric]:
+        if self._jobs is None:
+            return
+        try:
+            depth = self._jobs()
+        except JobQueueError:
+            return  # unknown is no sample (a zero would read as drained)
+        queued = GaugeMetricFamily(
+            "homewarden_jobs_queued", "Background jobs waiting for a worker (all households)"
+        )
+        queued.add_metric([], depth.queued)
+        scheduled = GaugeMetricFamily(
+            "homewarden_jobs_scheduled",
+            "Background jobs waiting for their time, such as a retry's delay (all households)",
+        )
+        scheduled.add_metric([], depth.scheduled)
+        yield queued
+        yield scheduled
 
     def _request_families(self) -> Iterator[Metric]:
         viewer = self._viewer
@@ -146,8 +178,16 @@ def _camera_families(
         "homewarden_camera_connected", "1 while the camera's recorder is connected", labels=cam
     )
     fps = GaugeMetricFamily("homewarden_camera_fps_in", "Frames per second in", labels=cam)
+    fps_recorded = GaugeMetricFamily(
+        "homewarden_camera_fps_recorded", "Frames per second written into segments", labels=cam
+    )
     bitrate = GaugeMetricFamily(
         "homewarden_camera_bitrate_bits_per_second", "Bits per second in", labels=cam
+    )
+    cpu = CounterMetricFamily(
+        "homewarden_camera_cpu_seconds",
+        "CPU seconds of the camera's recorder thread since it started",
+        labels=cam,
     )
     written = CounterMetricFamily(
         "homewarden_camera_segments_written",
@@ -191,8 +231,12 @@ def _camera_families(
         connected.add_metric([name], 1.0 if view.connected else 0.0)
         if view.fps is not None:
             fps.add_metric([name], view.fps)
+        if view.fps_recorded is not None:
+            fps_recorded.add_metric([name], view.fps_recorded)
         if view.bitrate is not None:
             bitrate.add_metric([name], view.bitrate)
+        if view.cpu_seconds is not None:
+            cpu.add_metric([name], view.cpu_seconds)
         if view.segments_written is not None:
             written.add_metric([name], view.segments_written)
         if view.decode_mode is not None:
@@ -208,7 +252,7 @@ def _camera_families(
         gaps.add_metric([name], total.gaps if total else 0)
         for label, n in sorted((total.events if total else {}).items()):
             events.add_metric([name, label], n)
-    yield from (connected, fps, bitrate, written, mode, age, gaps_open)
+    yield from (connected, fps, fps_recorded, bitrate, cpu, written, mode, age, gaps_open)
     yield from (seconds, size, segments, gaps, events)
 
 
@@ -247,6 +291,7 @@ class Metrics:
         unnoticed: UnnoticedRequests,
         settings: Callable[[], Settings],
         clock: Callable[[], float],
+        jobs: JobDepth | None = None,
     ) -> None:
         self._queries = queries
         self._index = index
@@ -254,6 +299,7 @@ class Metrics:
         self._unnoticed = unnoticed
         self._settings = settings
         self._clock = clock
+        self._jobs = jobs
 
     def registry(self, viewer: Principal) -> CollectorRegistry:
         """A fresh registry holding the HomeWarden collector for ``viewer`` and the process
@@ -268,6 +314,7 @@ class Metrics:
                 self._settings,
                 self._clock,
                 viewer,
+                self._jobs,
             )
         )
         ProcessCollector(registry=registry)

@@ -4,6 +4,11 @@ An owner notice is always stored (the owner's inbox in the app) before mail is t
 mail server that is down never loses a notice; how the mail went is recorded on the notice
 (``delivery``) and logged. Mail goes through :class:`homewarden.notify.mail.Mailer`
 (apprise over SMTP) to the household's notice address (set on the policy page).
+
+Listeners (:meth:`NoticeService.add_owner_listener`) are told of each owner notice once it is
+stored and mailed, with exactly the notice the owner got: the household's webhooks
+(:mod:`homewarden.services.webhooks`) hear of a request only when, and as, its owner does,
+so a request whose notice a non-disclosure order delays reaches no webhook before then.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ class NoticeService:
         self._store = store
         self._mailer = mailer
         self._clock = clock
+        self._owner_listeners: list[Callable[[NoticeRecord], None]] = []
+
+    def add_owner_listener(self, listener: Callable[[NoticeRecord], None]) -> None:
+        """Call ``listener(notice)`` after each owner notice is stored and mailed (on the
+        thread that made it). A listener's :class:`HomeWardenError` is logged, never raised:
+        the owner has been told either way."""
+        self._owner_listeners.append(listener)
 
     @property
     def mailer(self) -> Mailer:
@@ -61,6 +73,11 @@ class NoticeService:
         policy = self._store.policy(household)
         address = policy.notice_email if policy is not None else None
         self._deliver(notice, address)
+        for listener in self._owner_listeners:
+            try:
+                listener(notice)
+            except HomeWardenError as exc:
+                log.error("notice %d: a listener failed: %s", notice.id, exc)
         return notice
 
     def alert_staff(

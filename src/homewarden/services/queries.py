@@ -176,6 +176,10 @@ class CameraStatusLike(Protocol):
     @property
     def segments_written(self) -> int: ...
     @property
+    def fps_recorded(self) -> float: ...
+    @property
+    def cpu_seconds(self) -> float: ...
+    @property
     def gaps_open(self) -> int: ...
     @property
     def last_error(self) -> str | None: ...
@@ -195,7 +199,8 @@ class CameraView:
     ``recorded_bytes`` and ``last_recorded_at`` (end of the newest segment) come from the
     index; ``gaps_open`` counts outages going on now, ``gaps_total`` every outage the index
     holds for the camera (open or closed); ``fps`` is frames per second in, ``bitrate`` bits
-    per second."""
+    per second, ``fps_recorded`` frames per second written into segments, ``cpu_seconds``
+    the recorder thread's CPU seconds since it started."""
 
     name: str
     url: str
@@ -215,6 +220,8 @@ class CameraView:
     next_retry_at: float | None
     recorded_bytes: int
     last_recorded_at: float | None
+    fps_recorded: float | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +527,8 @@ class Queries:
             next_retry_at=status.next_retry_at,
             recorded_bytes=recorded,
             last_recorded_at=last_end,
+            fps_recorded=status.fps_recorded,
+            cpu_seconds=status.cpu_seconds,
         )
 
     # recordings

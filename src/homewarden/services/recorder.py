@@ -52,6 +52,7 @@ from homewarden.domain.events import EventChange, EventTracker
 from homewarden.domain.motion import MotionDetector, MotionParams, MotionResult
 from homewarden.errors import (
     HomeWardenError,
+    LeaseLostError,
     MediaError,
     SourceError,
     StorageError,
@@ -61,7 +62,7 @@ from homewarden.media.frames import Decoder, scaled_size, to_bgr, to_jpeg, to_sm
 from homewarden.media.h264 import picture_count
 from homewarden.media.segment_writer import SegmentWriter
 from homewarden.media.source import Source, open_source
-from homewarden.store.index import Index
+from homewarden.store.index import Index, SegmentGuard
 from homewarden.store.records import NewSegment
 from homewarden.timefmt import utc_text
 
@@ -112,6 +113,14 @@ class CameraStatus:
         decode_mode: ``keyframes`` (quiet), ``full`` (motion), or ``off`` (motion disabled:
             nothing is decoded).
         segments_written: segments finished and indexed since start.
+        fps_recorded: video frames per second written into segments, over the same window as
+            ``fps_in`` (lower than it while the recorder waits for a keyframe or drops
+            packets a browser could not decode).
+        cpu_seconds: CPU seconds (user + system) of the camera's recorder thread since it
+            started, read by that thread from its own CPU clock (``time.thread_time``,
+            POSIX ``CLOCK_THREAD_CPUTIME_ID``): demuxing, muxing, motion decoding and
+            detection run on it; FFmpeg's own helper threads, if it starts any, are not
+            counted. Updated once per rate window and when a connection ends.
         gaps_open: 1 while an outage is being recorded as a gap, else 0.
         last_error: the latest error in plain words, or None.
         next_retry_at: UTC epoch seconds of the next connection attempt, or None.
@@ -128,6 +137,8 @@ class CameraStatus:
     gaps_open: int
     last_error: str | None
     next_retry_at: float | None
+    fps_recorded: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 def segment_relpath(camera: str, start: float) -> str:
@@ -165,6 +176,10 @@ class CameraRecorder:
             event's best frame is checked at most every :data:`PERSON_CHECK_INTERVAL` s until
             a person is found, and the event is then labelled ``person``. Owned by this
             recorder's thread (OpenCV DNN nets are not shared between threads).
+        segment_guard: run in each segment's index transaction (a recorder node's lease
+            fence, :mod:`homewarden.services.leases`); when it raises
+            :class:`~homewarden.errors.LeaseLostError` another node records the camera now:
+            the segment's file is deleted and this recorder stops.
     """
 
     def __init__(
@@ -176,8 +191,10 @@ class CameraRecorder:
         index: Index,
         clock: Callable[[], float] = time.time,
         person_detector: PersonDetecting | None = None,
+        segment_guard: SegmentGuard | None = None,
     ) -> None:
         self.name = name
+        self._segment_guard = segment_guard
         self.cam = cam
         self.media_dir = media_dir
         self.snapshot_dir = snapshot_dir
@@ -192,6 +209,8 @@ class CameraRecorder:
         self._connected_since: float | None = None
         self._last_packet_at: float | None = None
         self._fps = 0.0
+        self._fps_recorded = 0.0
+        self._cpu_seconds = 0.0
         self._bitrate = 0.0
         self._mode: DecodeMode = "keyframes" if cam.motion.enabled else "off"
         self._segments_written = 0
@@ -260,6 +279,8 @@ class CameraRecorder:
                 bitrate=self._bitrate,
                 decode_mode=self._mode,
                 segments_written=self._segments_written,
+                fps_recorded=self._fps_recorded,
+                cpu_seconds=self._cpu_seconds,
                 gaps_open=0 if self._gap_id is None else 1,
                 last_error=self._last_error,
                 next_retry_at=self._next_retry_at,
@@ -311,7 +332,8 @@ class CameraRecorder:
                         self._source = None
                         with self._lock:
                             self._connected_since = None
-                            self._fps = self._bitrate = 0.0
+                            self._fps = self._fps_recorded = self._bitrate = 0.0
+                            self._cpu_seconds = time.thread_time()
                 if self._stop.is_set():
                     return
                 with self._lock:
@@ -520,7 +542,18 @@ class CameraRecorder:
 
     def _segment_done(self, seg: NewSegment) -> None:
         try:
-            self.index.add_segment(seg)
+            self.index.add_segment(seg, guard=self._segment_guard)
+        except LeaseLostError as exc:
+            # Another node holds the camera: its footage is the camera's, never two copies.
+            log.error("camera %s: %s; discarding %s and stopping", self.name, exc, seg.path)
+            try:
+                (self.media_dir / seg.path).unlink(missing_ok=True)
+            except OSError as os_exc:
+                log.error("camera %s: cannot delete %s: %s", self.name, seg.path, os_exc)
+            with self._lock:
+                self._last_error = str(exc)
+            self._stop.set()
+            return
         except HomeWardenError as exc:
             # The file is on disk; start-up reconciliation indexes it.
             log.error("camera %s: cannot index segment %s: %s", self.name, seg.path, exc)
@@ -569,6 +602,7 @@ class _Connection:
         # rates
         self.win_start: float | None = None  # stream seconds (dts) of the window's first frame
         self.win_frames = 0
+        self.win_recorded = 0
         self.win_bytes = 0
 
     def run(self) -> bool:
@@ -642,9 +676,12 @@ class _Connection:
             span = d - self.win_start
             with rec._lock:
                 rec._fps = self.win_frames / span
+                rec._fps_recorded = self.win_recorded / span
                 rec._bitrate = (self.win_bytes - size) * 8 / span
+                rec._cpu_seconds = time.thread_time()  # this is the camera's thread
             self.win_start = d
             self.win_frames = 0
+            self.win_recorded = 0
             self.win_bytes = size
         self.win_frames += 1
         if key:
@@ -673,6 +710,7 @@ class _Connection:
             self.seg_end = end
         assert self.writer is not None
         self.writer.write(pkt)
+        self.win_recorded += 1
 
     # -- segments ------------------------------------------------------------------------
 

@@ -22,9 +22,11 @@ from typing import Protocol
 
 from homewarden.config import CameraSettings, Settings
 from homewarden.detect.person import load_person_detector
+from homewarden.errors import LeaseLostError
 from homewarden.services.queries import CameraStatusLike
 from homewarden.services.recorder import CameraRecorder
 from homewarden.store.index import Index
+from homewarden.store.lease_store import LeaseStore
 from homewarden.store.lockfile import DataDirLock
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,10 @@ class RecorderGroupFactory(Protocol):
         clock: UTC epoch seconds.
         lock: the runtime's hold on the data dir; a group running recorders in other
             processes hands it to them, so the data dir stays locked while any of them lives.
+        fence_node: on a recorder node (``--role recorder``), its id: every recorder's
+            segments are indexed only under the node's lease of the camera (see
+            :func:`build_recorders`), and ``settings`` start with the cameras leased so far
+            (often none; :meth:`RecorderGroup.update` brings the others). None: no leases.
     """
 
     def __call__(
@@ -74,6 +80,7 @@ class RecorderGroupFactory(Protocol):
         clock: Callable[[], float],
         *,
         lock: DataDirLock | None,
+        fence_node: int | None = None,
     ) -> RecorderGroup: ...
 
 
@@ -100,6 +107,7 @@ def build_recorders(
     models_dir: Path,
     index: Index,
     clock: Callable[[], float] = time.time,
+    fence_node: int | None = None,
 ) -> dict[str, CameraRecorder]:
     """One unstarted :class:`CameraRecorder` per camera, with its person detector if enabled.
 
@@ -109,15 +117,36 @@ def build_recorders(
         models_dir: cache of detector models (``<cache_dir>/models``).
         index: the index the recorders write to.
         clock: UTC epoch seconds.
+        fence_node: a recorder node's id: each recorder is fenced by the node's current
+            lease of its camera (:meth:`~homewarden.store.lease_store.LeaseStore.fence`); a
+            camera whose lease the node does not hold is logged and left out.
+
+    Raises:
+        DatabaseError: with ``fence_node``, the leases cannot be read.
     """
     recorders: dict[str, CameraRecorder] = {}
+    leases = LeaseStore(index) if fence_node is not None else None
     for name, cam in cameras.items():
+        guard = None
+        if leases is not None and fence_node is not None:
+            try:
+                guard = leases.fence(name, fence_node)
+            except LeaseLostError as exc:
+                log.error("camera %s not started: %s", name, exc)
+                continue
         detector = None
         if cam.person_detector:
             detector, why = load_person_detector(models_dir)
             log.info("camera %s: person detector: %s", name, why)
         recorders[name] = CameraRecorder(
-            name, cam, media_dir, snapshot_dir, index, clock=clock, person_detector=detector
+            name,
+            cam,
+            media_dir,
+            snapshot_dir,
+            index,
+            clock=clock,
+            person_detector=detector,
+            segment_guard=guard,
         )
     return recorders
 
@@ -151,6 +180,7 @@ class ThreadRecorderGroup:
             ``i`` of ``n`` after ``i * start_spread / n`` s; :meth:`start` blocks that long).
             0, the default: all at once. Benchmarks of paced ``file:`` cameras use one GOP,
             so their keyframes do not all fall at the same instant.
+        fence_node: a recorder node's id (see :class:`RecorderGroupFactory`).
     """
 
     def __init__(
@@ -161,6 +191,7 @@ class ThreadRecorderGroup:
         *,
         lock: DataDirLock | None = None,
         start_spread: float = 0.0,
+        fence_node: int | None = None,
     ) -> None:
         self._start_spread = start_spread
         for name, cam in settings.cameras.items():
@@ -168,15 +199,18 @@ class ThreadRecorderGroup:
                 log.info("camera %s is disabled", name)
         self._index = index
         self._clock = clock
-        self._cameras = enabled_cameras(settings)
+        self._fence_node = fence_node
+        cameras = enabled_cameras(settings)
         self._recorders = build_recorders(
-            self._cameras,
+            cameras,
             media_dir=settings.media_dir,
             snapshot_dir=settings.snapshot_dir,
             models_dir=settings.cache_dir / "models",
             index=index,
             clock=clock,
+            fence_node=fence_node,
         )
+        self._cameras = {n: cam for n, cam in cameras.items() if n in self._recorders}
         self._started = False
         self._update_lock = threading.Lock()  # one update at a time; statuses() never waits
 
@@ -216,12 +250,16 @@ class ThreadRecorderGroup:
                 models_dir=settings.cache_dir / "models",
                 index=self._index,
                 clock=self._clock,
+                fence_node=self._fence_node,
             )
             kept = {n: r for n, r in self._recorders.items() if n not in stop}
-            self._cameras = {n: cam for n, cam in new.items() if n not in late}
-            self._recorders = {**kept, **started}  # one assignment: statuses() sees old or new
+            recorders = {**kept, **started}
+            # a camera left unfenced (its lease lost meanwhile) is not recorded
+            self._cameras = {n: cam for n, cam in new.items() if n not in late and n in recorders}
+            self._recorders = recorders  # one assignment: statuses() sees old or new
             for name in stop:
-                log.info("camera %s stopped (%s)", name, "changed" if name in new else "disabled")
+                why = "changed" if name in new else "disabled, removed or no longer leased"
+                log.info("camera %s stopped (%s)", name, why)
             if self._started:
                 for name, rec in started.items():
                     rec.start()

@@ -20,8 +20,16 @@
    built by ``recorder_pool_factory`` (the CLI passes recorder worker processes,
    :func:`homewarden.workers.camera_worker.recorder_pool`), or by default one
    :class:`CameraRecorder` thread per enabled camera;
-6. starts the retention loop (a pass at once, then every ``storage.retention_interval`` s);
-7. with the API: starts the Web Push notifier
+6. opens the job queue (:class:`~homewarden.services.jobs.JobQueue`: SQLite ``jobs.db``, or
+   Redis with ``jobs.redis_url``) and, unless ``jobs.workers`` is 0, a consumer of that many
+   threads running jobs over this runtime's own index, audit log and disclosure service; the
+   retention loop and the disclosure scheduler queue their passes as jobs (a retention pass
+   at once, then every ``storage.retention_interval`` s; a disclosure pass every
+   :data:`DISCLOSURE_INTERVAL` s), which any worker of the queue may run;
+7. with ``mqtt.host`` set: starts the MQTT bridge
+   (:class:`~homewarden.services.mqtt_bridge.MqttBridge`; stopped after the recorders,
+   publishing ``offline``);
+8. with the API: starts the Web Push notifier
    (:class:`~homewarden.services.push.PushNotifier`; its VAPID key is made at first run) and
    serves the API with uvicorn on the bound socket in a thread.
 
@@ -30,13 +38,29 @@ the runtime's current settings live in a :class:`~homewarden.config.SettingsHold
 queries, accounts, live view, push and retention read on each use, and the recorder group is
 updated (only the cameras whose settings changed are restarted).
 
+**Roles** (``homewarden run --role``; issue 7, many recorder nodes): ``all`` (the default) is
+all of the above in one process tree. ``recorder`` takes a recorder node's lock
+(:meth:`~homewarden.store.lockfile.DataDirLock.acquire_node`: nodes share the data dir, as on
+a NAS), needs PostgreSQL, and runs only the recorders of the cameras it leases
+(:class:`~homewarden.services.leases.LeaseManager`: heartbeat, fair share, takeover of a dead
+node's cameras; each camera is reconciled when its lease is taken, never at start) - no API,
+no scheduler loops, no audit key or tree heads, no owner account. ``web`` runs the API and
+the scheduler loops (retention, disclosure, tree heads, push) and no recorder: no lock, no
+reconciliation (recorder nodes may be writing), no leases.
+
+Webhooks (:mod:`homewarden.services.webhooks`) are made with the disclosure service: owner
+notices are handed to them as they are made, a follower of the index queues new events, and a
+deliverer thread sends due calls every ``DELIVER_INTERVAL`` s; both threads are stopped before
+the index is closed.
+
 The web and workers layers sit above services, so the API app and the recorder pool are handed
 in as factories (``app_factory``: the CLI passes :func:`homewarden.web.app.create_app`, which
 gets an :class:`AppContext`; without one, no API is served).
 
 :meth:`Runtime.stop` undoes it in reverse order of importance: recorders first (each finishes
-its segment in progress), then the API, then the retention loop, then the tree-head loop
-(signing a last head), then the audit log and the index, and last the data dir's lock.
+its segment in progress), then the API, then the retention loop, then the job consumer (its
+running jobs finish, up to :data:`JOBS_STOP_TIMEOUT` s), then the tree-head loop (signing a
+last head), then the audit log and the index, and last the data dir's lock.
 :meth:`Runtime.run` wraps start, wait and stop, stopping on SIGINT/SIGTERM or after a duration.
 """
 
@@ -63,6 +87,11 @@ from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.cameras import CameraAdmin
 from homewarden.services.disclosure import DisclosureService
+from homewarden.services.event_follow import EventFollower
+from homewarden.services.household_keys import KeyRing, attach
+from homewarden.services.jobs import JobConsumer, JobQueue, JobServices
+from homewarden.services.leases import LeaseManager
+from homewarden.services.mqtt_bridge import MqttBridge
 from homewarden.services.notices import NoticeService
 from homewarden.services.push import PushNotifier, PushService
 from homewarden.services.queries import CameraStatusLike, Queries
@@ -71,11 +100,13 @@ from homewarden.services.recorder_group import (
     RecorderGroup,
     RecorderGroupFactory,
     ThreadRecorderGroup,
+    enabled_cameras,
 )
-from homewarden.services.retention import run_retention_pass
+from homewarden.services.webhooks import WebhookDeliverer, WebhookService
 from homewarden.store.accounts_store import UserRecord
 from homewarden.store.disclosure_store import DisclosureStore
-from homewarden.store.index import Index
+from homewarden.store.index import Index, normalise_url
+from homewarden.store.lease_store import LeaseStore
 from homewarden.store.lockfile import DataDirLock
 
 log = logging.getLogger(__name__)
@@ -86,8 +117,12 @@ RECORDER_STOP_TIMEOUT = 15.0
 API_STOP_TIMEOUT = 5.0
 #: Seconds to wait for uvicorn to start serving.
 API_START_TIMEOUT = 10.0
+#: What ``homewarden run --role`` may run (see the module docstring).
+ROLES = ("all", "recorder", "web")
 #: Seconds between runs of the disclosure scheduler (due notices, expiries, fulfilment).
 DISCLOSURE_INTERVAL = 5.0
+#: Seconds the in-process job consumer gets to finish its running jobs at shutdown.
+JOBS_STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +176,9 @@ class AppContext:
     ``public_url``: where users reach the app (``api.public_url``, else the bound address).
     ``settings`` are those at start; cameras change while running, so read them through
     :meth:`current_settings`. ``cameras``: camera management (None: the web app makes one
-    whose changes take effect at the next start).
+    whose changes take effect at the next start). ``jobs``: the background job queue (its
+    depth in ``/metrics``; None: no queue). ``keys``: household key management (None: the
+    web app serves no key routes' actions, they answer 404).
     """
 
     settings: Settings
@@ -154,6 +191,9 @@ class AppContext:
     push: PushService | None = None
     cameras: CameraAdmin | None = None
     disclosure: DisclosureService | None = None
+    webhooks: WebhookService | None = None
+    jobs: JobQueue | None = None
+    keys: KeyRing | None = None
 
     def current_settings(self) -> Settings:
         """The settings now, with the cameras as last changed in the app."""
@@ -171,6 +211,14 @@ class Runtime:
         recorder_pool_factory: builds the cameras' recorder group over the open index; None
             records every enabled camera on a thread of this process
             (:class:`~homewarden.services.recorder_group.ThreadRecorderGroup`).
+        role: ``all``, ``recorder`` or ``web`` (see the module docstring); a recorder serves
+            no API, whatever ``app_factory``.
+        node: a recorder node's name (its lock file, its row in ``recorder_nodes``); default
+            the host name. Two processes never run as one node on one data dir.
+
+    Raises:
+        ConfigError: an unknown role, or the role ``recorder`` on SQLite (leasing cameras
+            needs PostgreSQL).
     """
 
     def __init__(
@@ -180,7 +228,23 @@ class Runtime:
         app_factory: Callable[[AppContext], ASGIApp] | None = None,
         recorder_pool_factory: RecorderGroupFactory | None = None,
         clock: Callable[[], float] = time.time,
+        role: str = "all",
+        node: str | None = None,
     ) -> None:
+        if role not in ROLES:
+            raise ConfigError(f"role {role!r}: one of {', '.join(ROLES)}")
+        if role == "recorder" and normalise_url(settings.db_url).get_backend_name() != "postgresql":
+            raise ConfigError(
+                "--role recorder leases cameras from PostgreSQL: set database_url = "
+                "'postgresql://...' (HOMEWARDEN_DATABASE_URL); on SQLite run --role all"
+            )
+        self._role = role
+        self._node = node or socket.gethostname()
+        self._leases: LeaseManager | None = None
+        self._recording: frozenset[str] = frozenset()  # a recorder node's leased cameras
+        self._recording_lock = threading.RLock()
+        if role == "recorder":
+            app_factory = None
         self._base = settings  # the config file's; the app's cameras are overlaid at start
         self._holder = SettingsHolder(settings)
         self._clock = clock
@@ -195,13 +259,19 @@ class Runtime:
         self._disclosure_stop = threading.Event()
         self._disclosure: DisclosureService | None = None
         self._disclosure_thread: threading.Thread | None = None
+        self._webhooks: WebhookService | None = None
+        self._webhook_threads: list[WebhookDeliverer | EventFollower] = []
         self._sth_thread: threading.Thread | None = None
         self._audit: AuditLog | None = None
         self._accounts: AccountService | None = None
+        self._keys: KeyRing | None = None
         self._cameras: CameraAdmin | None = None
         self._setup_link: str | None = None
         self._push: PushService | None = None
         self._notifier: PushNotifier | None = None
+        self._mqtt: MqttBridge | None = None
+        self._jobs: JobQueue | None = None
+        self._consumer: JobConsumer | None = None
         self._index: Index | None = None
         self._recorders: RecorderGroup | None = None
         self._retention_thread: threading.Thread | None = None
@@ -236,9 +306,10 @@ class Runtime:
         settings changed are restarted, those removed or disabled stopped, new ones started
         (:meth:`RecorderGroup.update`). Called by :class:`CameraAdmin` after each change."""
         self._holder.replace(settings)
-        recorders = self._recorders
-        if recorders is not None:
-            recorders.update(settings)
+        with self._recording_lock:  # a lease change and a camera change, one at a time
+            recorders = self._recorders
+            if recorders is not None:
+                recorders.update(self._recorded(settings))
 
     @property
     def address(self) -> ApiAddress | None:
@@ -332,8 +403,13 @@ class Runtime:
 
         Safe to call more than once and after a failed start.
         """
+        if self._leases is not None:
+            self._leases.stop()  # no camera comes or goes while the recorders stop
         if self._recorders is not None:
             self._recorders.stop(RECORDER_STOP_TIMEOUT)
+        if self._leases is not None:
+            self._leases.close()  # segments finished: the other nodes may take the cameras
+        self._leases = None
         if self._server is not None:
             self._server.should_exit = True
         if self._server_thread is not None:
@@ -346,10 +422,18 @@ class Runtime:
             self._sock.close()
         if self._notifier is not None:
             self._notifier.stop()
+        if self._mqtt is not None:  # after the recorders: their last events end first
+            self._mqtt.stop()
+        self._mqtt = None
         self._notifier = self._push = None
         self._retention_stop.set()
         if self._retention_thread is not None:
             self._retention_thread.join()
+        if self._consumer is not None:  # before the last tree head and the services it uses
+            self._consumer.stop(JOBS_STOP_TIMEOUT)
+        if self._jobs is not None:
+            self._jobs.close()
+        self._consumer = self._jobs = None
         self._sth_stop.set()
         if self._sth_thread is not None:
             self._sth_thread.join()
@@ -357,6 +441,10 @@ class Runtime:
         if self._disclosure_thread is not None:
             self._disclosure_thread.join()
         self._disclosure_thread = self._disclosure = None
+        for thread in self._webhook_threads:
+            thread.stop()
+        self._webhook_threads = []
+        self._webhooks = None
         if self._audit is not None:
             self._audit.close()
         if self._index is not None:
@@ -369,6 +457,7 @@ class Runtime:
         self._sock = None
         self._audit = None
         self._accounts = None
+        self._keys = None
         self._cameras = None
         self._index = None
 
@@ -412,29 +501,44 @@ class Runtime:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create {d}: {exc}") from exc
-        self._lock = DataDirLock.acquire(s.data_dir)
+        serves = self._role != "recorder"  # the web app's loops and keys
+        if self._role == "all":
+            self._lock = DataDirLock.acquire(s.data_dir)
+        elif self._role == "recorder":
+            self._lock = DataDirLock.acquire_node(s.data_dir, self._node)
         self._index = Index(s.db_url)
         self._index.migrate()
-        report = reconcile(self._index, s.media_dir)
-        if any(dataclasses.astuple(report)):
-            log.info("index reconciled with %s: %s", s.media_dir, report)
+        if self._role == "all":  # a recorder node reconciles each camera as it leases it
+            report = reconcile(self._index, s.media_dir)
+            if any(dataclasses.astuple(report)):
+                log.info("index reconciled with %s: %s", s.media_dir, report)
         self._audit = AuditLog.open(s.db_url, s.keys_dir, household=s.household, clock=self._clock)
-        self._audit.ensure_key()
+        if serves:
+            self._audit.ensure_key()
         self._cameras = CameraAdmin(
             self._index, self._audit, self._base, apply=self.apply_cameras, clock=self._clock
         )
         self._accounts = AccountService(self._index, self._audit, self._holder, clock=self._clock)
-        secret = self._accounts.bootstrap_owner()
-        self._start_disclosure()
+        # Household keys: logins unlock them; each household gets its first key at once.
+        self._keys = attach(self._accounts, self._index, self._audit, s.keys_dir, clock=self._clock)
+        secret = self._accounts.bootstrap_owner() if serves else None
+        if serves:
+            self._start_disclosure()
         s = self._cameras.load()  # the effective cameras, before any recorder starts
-        self._sth_thread = threading.Thread(target=self._sth_loop, name="audit-sth", daemon=True)
-        self._sth_thread.start()
-        self._recorders = self._recorder_pool_factory(s, self._index, self._clock, lock=self._lock)
-        self._recorders.start()
-        self._retention_thread = threading.Thread(
-            target=self._retention_loop, name="retention", daemon=True
-        )
-        self._retention_thread.start()
+        if serves:
+            self._sth_thread = threading.Thread(
+                target=self._sth_loop, name="audit-sth", daemon=True
+            )
+            self._sth_thread.start()
+        self._start_recorders(s)
+        if s.mqtt.host is not None:  # MQTT bridge (services/mqtt_bridge.py)
+            self._mqtt = MqttBridge(self._holder, self._index, self._audit, cameras=self._cameras)
+            self._mqtt.start()
+        if serves:
+            self._retention_thread = threading.Thread(
+                target=self._retention_loop, name="retention", daemon=True
+            )
+            self._retention_thread.start()
         if self._app_factory is not None:
             self._warn_if_plain_http()
             if secret is not None:
@@ -444,6 +548,65 @@ class Runtime:
             self._notifier = PushNotifier(self._push, self._index)
             self._notifier.start()
             self._start_api(self._app_factory)
+
+    def _start_recorders(self, s: Settings) -> None:
+        """Role ``all``: every enabled camera of ``s``; ``recorder``: register the node, start
+        an empty group fenced by its id, then the lease manager, whose first round takes the
+        node's share (reconciled, then started); ``web``: none."""
+        assert self._index is not None
+        if self._role == "web":
+            return
+        if self._role == "all":
+            self._recorders = self._recorder_pool_factory(
+                s, self._index, self._clock, lock=self._lock
+            )
+            self._recorders.start()
+            return
+        leases = LeaseManager(
+            LeaseStore(self._index),
+            self._node,
+            cameras=self._leasable_cameras,
+            on_change=self._leases_changed,
+            reclaim=True,  # we hold the node's lock file: no other process runs as this node
+        )
+        node_id = leases.register()
+        self._leases = leases
+        self._recorders = self._recorder_pool_factory(
+            self._recorded(s), self._index, self._clock, lock=self._lock, fence_node=node_id
+        )
+        self._recorders.start()
+        leases.start()
+
+    def _recorded(self, settings: Settings) -> Settings:
+        """``settings`` with only the cameras this runtime records: all of them, or on a
+        recorder node those it leases."""
+        if self._leases is None:
+            return settings
+        cameras = {n: c for n, c in settings.cameras.items() if n in self._recording}
+        return settings.model_copy(update={"cameras": cameras})
+
+    def _leasable_cameras(self) -> list[str]:
+        """The enabled cameras, reloaded with those saved in the app (by a web node: each
+        lease round brings its changes here, and restarts a changed camera's recorder)."""
+        assert self._cameras is not None
+        return list(enabled_cameras(self._cameras.load()))
+
+    def _leases_changed(self, held: frozenset[str], acquired: frozenset[str]) -> None:
+        """The lease manager's callback: reconcile the cameras just ``acquired`` (the
+        previous holder's ``.part`` files and open gaps; nobody else writes them now), then
+        record exactly ``held``.
+
+        Raises:
+            DatabaseError: the acquired cameras cannot be reconciled (none is started).
+        """
+        assert self._index is not None
+        if acquired:
+            reconcile(self._index, self.settings.media_dir, cameras=sorted(acquired))
+        with self._recording_lock:
+            self._recording = held
+            recorders = self._recorders
+            if recorders is not None:
+                recorders.update(self._recorded(self.settings))
 
     def _warn_if_plain_http(self) -> None:
         api = self.settings.api
@@ -476,6 +639,9 @@ class Runtime:
             push=self._push,
             cameras=self._cameras,
             disclosure=self._disclosure,
+            webhooks=self._webhooks,
+            jobs=self._jobs,
+            keys=self._keys,
         )
 
     def _start_api(self, app_factory: Callable[[AppContext], ASGIApp]) -> None:
@@ -532,36 +698,67 @@ class Runtime:
             )
 
         self._accounts.on_requester_locked = locked
+        # Webhooks hear of a request when, and as, the owner does (the notice listener).
+        self._webhooks = WebhookService(
+            self._index,
+            self._audit,
+            self._holder,
+            public_url=self.public_url() or "http://127.0.0.1",
+            clock=self._clock,
+        )
+        notices.add_owner_listener(self._webhooks.on_owner_notice)
+        self._webhook_threads = [WebhookDeliverer(self._webhooks), self._webhooks.follower()]
+        for thread in self._webhook_threads:
+            thread.start()
+        self._start_jobs()
         self._disclosure_thread = threading.Thread(
             target=self._disclosure_loop, name="disclosure-scheduler", daemon=True
         )
         self._disclosure_thread.start()
 
+    def _start_jobs(self) -> None:
+        """The job queue (:mod:`homewarden.services.jobs`), its jobs running over this
+        runtime's services, and unless ``jobs.workers`` is 0 a consumer of that many
+        threads."""
+        assert self._index is not None
+        assert self._audit is not None
+        services = JobServices(
+            self._index, self._audit, self._holder, disclosure=self._disclosure, clock=self._clock
+        )
+        self._jobs = JobQueue(self.settings, services=services)
+        workers = self.settings.jobs.workers
+        if workers == 0:
+            log.warning(
+                "jobs.workers = 0: retention, disclosure notices and exports wait for a "
+                "`homewarden worker` on %s",
+                self._jobs.where,
+            )
+            return
+        self._consumer = self._jobs.consumer(workers)
+        self._consumer.start()
+
     def _disclosure_loop(self) -> None:
-        """Run due disclosure steps (expiries, delayed notices, holds ending, fulfilment)
-        every :data:`DISCLOSURE_INTERVAL` seconds; due times live in the database, so a
-        restart loses none."""
-        assert self._disclosure is not None
+        """Queue a disclosure pass (expiries, delayed notices, holds ending, fulfilment) every
+        :data:`DISCLOSURE_INTERVAL` seconds, dropped if no worker took it by the next; due
+        times live in the database, so a restart loses none."""
+        assert self._jobs is not None
         while True:
             try:
-                self._disclosure.run_due()
+                self._jobs.enqueue_pass("disclosure", expires=DISCLOSURE_INTERVAL)
             except HomeWardenError as exc:
                 log.error("disclosure scheduler: %s", exc)
             if self._disclosure_stop.wait(DISCLOSURE_INTERVAL):
                 return
 
     def _retention_loop(self) -> None:
-        assert self._index is not None
+        """Queue a retention pass at once, then every ``storage.retention_interval`` s."""
+        assert self._jobs is not None
         interval = self.settings.storage.retention_interval
         while True:
             try:
-                report = run_retention_pass(
-                    self._index, self.settings, self.settings.media_dir, self._clock()
-                )
-                if report.deleted or report.failed or report.shortfalls:
-                    log.info("retention: %s", report)
+                self._jobs.enqueue_pass("retention", expires=interval)
             except HomeWardenError as exc:
-                log.error("retention pass failed: %s", exc)
+                log.error("retention pass not queued: %s", exc)
             if self._retention_stop.wait(interval):
                 return
 

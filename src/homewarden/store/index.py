@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +76,12 @@ POOL_SIZE = 8
 POOL_MAX_OVERFLOW = 56
 #: Largest page :meth:`Index.events` returns.
 MAX_PAGE = 1000
+#: Key of the PostgreSQL advisory lock held while migrating: recorder nodes starting at once
+#: on one database would otherwise both create the same tables, and one would fail.
+MIGRATE_LOCK_KEY = 0x486F6D6557617264  # "HomeWard"
+#: A check run in the transaction that indexes a segment, before the insert; it raises to
+#: refuse the segment (a recorder node's lease fence, :mod:`homewarden.store.lease_store`).
+SegmentGuard = Callable[[Session], None]
 #: Ids per DELETE statement (SQLite's default bound-parameter limit is 999 on old builds).
 _DELETE_CHUNK = 500
 _HOUR = 3600.0
@@ -324,6 +330,8 @@ class Index:
         alembic_log.setLevel(logging.WARNING)
         try:
             with self._engine.begin() as conn:
+                if self._dialect == "postgresql":  # released at commit; DDL is transactional
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK_KEY})")
                 before = MigrationContext.configure(conn).get_current_revision()
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
@@ -365,11 +373,15 @@ class Index:
             ) from exc
 
     # segments
-    def add_segment(self, seg: NewSegment) -> SegmentRecord:
+    def add_segment(self, seg: NewSegment, *, guard: SegmentGuard | None = None) -> SegmentRecord:
         """Index a finished segment file.
 
+        ``guard``: run in the same transaction before the insert; whatever it raises refuses
+        the segment (nothing is written) and is raised here.
+
         Raises:
-            InvalidRequestError: end before start, negative bytes, or ``path`` already indexed.
+            InvalidRequestError: end before start, negative bytes, or ``path`` (or the
+                camera's ``start``) already indexed.
             DatabaseError: the write failed.
         """
         _check_span(seg.start, seg.end)
@@ -386,6 +398,8 @@ class Index:
             path=seg.path,
         )
         with self._session(f"index segment {seg.path}") as s:
+            if guard is not None:
+                guard(s)
             s.add(row)
             s.flush()
             return _segment(row)

@@ -49,7 +49,8 @@ class SegmentRow(Base):
 
     __tablename__ = "segments"
     __table_args__ = (
-        Index("ix_segments_camera_start", "camera", "start"),
+        # unique since 0007: one segment per camera and start, whichever node records it
+        Index("ix_segments_camera_start", "camera", "start", unique=True),
         UniqueConstraint("path", name="uq_segments_path"),
         _NEVER_REUSE_IDS,
     )
@@ -506,3 +507,215 @@ class PackageLinkRow(Base):
     created_at: Mapped[float] = mapped_column(Double)
     expires_at: Mapped[float] = mapped_column(Double)
     downloads: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# webhooks (migration 0006)
+
+
+class WebhookRow(Base):
+    """A household's webhook: where calls go (``url``), the signing secret (``whsec_...``,
+    Standard Webhooks), which kinds of message it wants (JSON list: ``event``, ``request``)
+    and whether it is disabled (by its owner, or after a ``410 Gone``)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_household", "household_id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))
+    kinds: Mapped[list[Any]] = mapped_column(JSON)
+    created_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebhookDeliveryRow(Base):
+    """One message to one webhook and its attempts: ``state`` is ``pending`` (next try at
+    ``next_attempt_at``), ``delivered`` or ``dead`` (a dead letter); ``body`` is the exact
+    JSON text signed and sent; ``message_id`` the ``webhook-id`` header, the same on every
+    try."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "message_id", name="uq_webhook_deliveries_message"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("webhooks.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class EventCursorRow(Base):
+    """How far a named follower of the index's events has got (the newest event id it has
+    handled), so a restart neither repeats nor skips events. One row per follower
+    (``webhooks``, ...)."""
+
+    __tablename__ = "event_cursors"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+# recorder nodes and camera leases (migration 0007)
+
+
+class RecorderNodeRow(Base):
+    """One running recorder node (a ``homewarden run --role recorder`` process; a restart is
+    a new row): its name (the lock file's, default the host name), host, pid, start and last
+    heartbeat (UTC epoch s, the database's clock). A node is live while its heartbeat is
+    younger than the lease TTL."""
+
+    __tablename__ = "recorder_nodes"
+    __table_args__ = (_NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Double)
+    heartbeat_at: Mapped[float] = mapped_column(Double)
+
+
+class CameraLeaseRow(Base):
+    """Who records ``camera``: ``node_id`` (None: free) until ``expires_at`` (UTC epoch s,
+    the database's clock); ``token`` is the fencing token, raised by one at each acquisition,
+    so a segment of an earlier holder is refused (``homewarden.services.leases``)."""
+
+    __tablename__ = "camera_leases"
+    __table_args__ = (Index("ix_camera_leases_node", "node_id"),)
+
+    camera: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("recorder_nodes.id", ondelete="SET NULL"), nullable=True
+    )
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    acquired_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+    expires_at: Mapped[float] = mapped_column(Double, default=0.0)
+
+
+# owner-held keys (migration 0008)
+
+
+class HouseholdKeyRow(Base):
+    """One version of a household's X25519 key (``homewarden.services.household_keys``): its
+    16-byte ``key_id`` and 32-byte ``public_key`` in the clear (the recorder seals footage to
+    the newest version), never its private key (only sealed, in ``household_key_seals``).
+    ``retired_at`` is when a newer version replaced it for new footage (None: current)."""
+
+    __tablename__ = "household_keys"
+    __table_args__ = (
+        UniqueConstraint("household_id", "version", name="uq_household_keys_version"),
+        UniqueConstraint("key_id", name="uq_household_keys_key_id"),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[float] = mapped_column(Double)
+    retired_at: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class KeyHolderRow(Base):
+    """A holder of a household's keys: a person (``kind`` ``person``, ``user_id`` set; one
+    per user), the household's recovery key (``recovery``) or its first-run placeholder
+    (``setup``, whose private key is a 0600 file until the first owner sets a password).
+    ``wrap`` is the holder's private key wrapped under the person's password or the recovery
+    code (None for ``setup``)."""
+
+    __tablename__ = "key_holders"
+    __table_args__ = (
+        UniqueConstraint("key_id", name="uq_key_holders_key_id"),
+        UniqueConstraint("user_id", name="uq_key_holders_user"),
+        Index("ix_key_holders_household", "household_id"),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    household_id: Mapped[str] = mapped_column(String(64), ForeignKey("households.id"))
+    user_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    key_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    wrap: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class EscrowKeyRow(Base):
+    """The deployment's escrow public key (``homewarden escrow init``); its private key
+    exists only as custodians' shares (``threshold``-of-``shares``)."""
+
+    __tablename__ = "escrow_keys"
+    __table_args__ = (UniqueConstraint("key_id", name="uq_escrow_keys_key_id"), _NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    threshold: Mapped[int] = mapped_column(SmallInteger)
+    shares: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class HouseholdKeySealRow(Base):
+    """A household key version sealed to one holder (``holder_id``) or to the escrow key
+    (``escrow_key_id``): exactly one of the two is set."""
+
+    __tablename__ = "household_key_seals"
+    __table_args__ = (
+        UniqueConstraint("household_key_id", "holder_id", name="uq_household_key_seals_holder"),
+        UniqueConstraint(
+            "household_key_id", "escrow_key_id", name="uq_household_key_seals_escrow"
+        ),
+        Index("ix_household_key_seals_holder", "holder_id"),
+        CheckConstraint(
+            "(holder_id IS NULL) <> (escrow_key_id IS NULL)", name="ck_household_key_seals_one"
+        ),
+        _NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_key_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("household_keys.id", ondelete="CASCADE")
+    )
+    holder_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("key_holders.id", ondelete="CASCADE"), nullable=True
+    )
+    escrow_key_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("escrow_keys.id", ondelete="CASCADE"), nullable=True
+    )
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class HouseholdEscrowRow(Base):
+    """The owner's emergency-access switch: while ``enabled``, the household's keys are
+    sealed to the escrow key too. ``updated_by`` is the user id who last changed it."""
+
+    __tablename__ = "household_escrow"
+
+    household_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("households.id"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[float] = mapped_column(Double)
+    updated_by: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -56,11 +56,13 @@ from homewarden.web import (
     camera_routes,
     disclosure_pages,
     disclosure_routes,
+    key_routes,
     live,
     metrics_routes,
     pages,
     push_routes,
     report_routes,
+    webhook_routes,
 )
 from homewarden.web.deps import caller, undeclared_routes
 from homewarden.web.problems import (
@@ -397,6 +399,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     camera_routes.add_routes(app, ctx)
     disclosure_routes.add_routes(app, ctx)
     disclosure_pages.add_routes(app, ctx)
+    webhook_routes.add_routes(app, ctx)
+    key_routes.add_routes(app, ctx)
     report_routes.add_routes(app, ctx)
     metrics_routes.add_routes(app, ctx)
     pages.add_routes(app, ctx)

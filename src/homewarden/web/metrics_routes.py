@@ -42,6 +42,7 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         service_of(ctx).unnoticed_requests,
         ctx.current_settings,
         ctx.clock,
+        jobs=None if ctx.jobs is None else ctx.jobs.depth,
     )
 
     @gated(

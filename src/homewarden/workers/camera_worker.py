@@ -123,6 +123,8 @@ class WorkerSpec:
         stop_timeout: seconds the recorders get to finish their segments at stop.
         start_delays: camera name -> seconds after the worker is up to start that camera
             (absent: at once); see ``start_spread`` of :class:`RecorderProcessPool`.
+        fence_node: a recorder node's id: segments are indexed only under its leases (see
+            :func:`~homewarden.services.recorder_group.build_recorders`); None: no leases.
     """
 
     number: int
@@ -135,6 +137,7 @@ class WorkerSpec:
     status_interval: float = STATUS_INTERVAL
     stop_timeout: float = WORKER_STOP_TIMEOUT
     start_delays: dict[str, float] = dataclasses.field(default_factory=dict)
+    fence_node: int | None = None
 
 
 def process_count(settings: Settings) -> int:
@@ -159,6 +162,7 @@ def recorder_pool(
     *,
     lock: DataDirLock | None = None,
     start_spread: float = 0.0,
+    fence_node: int | None = None,
 ) -> RecorderGroup:
     """The :data:`~homewarden.services.recorder_group.RecorderGroupFactory` of ``homewarden
     run``: worker processes for two or more cameras when ``recorder.processes`` (default: the
@@ -166,11 +170,15 @@ def recorder_pool(
 
     ``clock`` reaches the recorders only when they run in this process; worker processes use
     the system clock. ``lock`` and ``start_spread``: see :class:`RecorderProcessPool`.
+    ``fence_node``: a recorder node's id; its cameras come and go with its leases, so the
+    choice follows ``recorder.processes`` alone (a pool may start with no camera).
     """
     processes = process_count(settings)
     cameras = enabled_cameras(settings)
-    if min(processes, len(cameras)) <= 1:
-        return ThreadRecorderGroup(settings, index, clock, start_spread=start_spread)
+    if processes <= 1 if fence_node is not None else min(processes, len(cameras)) <= 1:
+        return ThreadRecorderGroup(
+            settings, index, clock, start_spread=start_spread, fence_node=fence_node
+        )
     for name, cam in settings.cameras.items():
         if not cam.enabled:
             log.info("camera %s is disabled", name)
@@ -184,6 +192,7 @@ def recorder_pool(
         index=index,
         lock=lock,
         start_spread=start_spread,
+        fence_node=fence_node,
     )
 
 
@@ -267,6 +276,8 @@ class RecorderProcessPool:
             is up. 0 (``homewarden run``): all at once. Benchmarks of paced ``file:`` cameras
             spread them over one GOP, so their keyframes do not all fall at the same instant
             as they would never do for independent cameras.
+        fence_node: a recorder node's id, handed to every worker (see :class:`WorkerSpec`);
+            a dead worker's cameras are reconciled only while the node still records them.
     """
 
     def __init__(
@@ -283,8 +294,10 @@ class RecorderProcessPool:
         log_level: int | None = None,
         lock: DataDirLock | None = None,
         start_spread: float = 0.0,
+        fence_node: int | None = None,
     ) -> None:
         self._cameras = dict(cameras)
+        self._fenced = fence_node is not None
         self._processes = processes
         self._data_lock = lock
         delays = {
@@ -303,6 +316,7 @@ class RecorderProcessPool:
             cameras={},
             log_level=level,
             status_interval=status_interval,
+            fence_node=fence_node,
         )
         self._workers = [
             _Worker(
@@ -316,6 +330,7 @@ class RecorderProcessPool:
                     log_level=level,
                     status_interval=status_interval,
                     start_delays={name: delays[name] for name in share if delays[name] > 0},
+                    fence_node=fence_node,
                 )
             )
             for i, share in enumerate(split_cameras(list(self._cameras), processes))
@@ -463,7 +478,7 @@ class RecorderProcessPool:
             return
         reader, writer = self._ctx.Pipe(duplex=False)
         lock = self._data_lock
-        held = _InheritedFd(lock.fileno()) if lock is not None and lock.held else None
+        held = [_InheritedFd(fd) for fd in lock.filenos()] if lock is not None and lock.held else []
         process = self._ctx.Process(
             target=worker_main, args=(w.spec, writer, held), name=w.name, daemon=True
         )
@@ -613,8 +628,11 @@ class RecorderProcessPool:
             w.restart_at = None
             w.backoff = RESTART_FIRST
         if self._index is not None and w.last_exit not in (None, 0, -signal.SIGTERM):
+            # A recorder node repairs only cameras it still leases: another node may already
+            # record one it gave up, and reconciled it when it took it.
+            cams = [c for c in old.cameras if not self._fenced or c in spec.cameras]
             try:  # it died rather than stopped: repair what its cameras left (none runs now)
-                reconcile(self._index, self._media_dir, cameras=list(old.cameras))
+                reconcile(self._index, self._media_dir, cameras=cams)
             except HomeWardenError as exc:
                 log.error("%s: cannot reconcile its cameras: %s", w.describe(), exc)
         w.last_exit = None
@@ -699,12 +717,17 @@ class _PipeLogHandler(logging.handlers.QueueHandler):
         self._outbox.put("log", record)
 
 
-def worker_main(spec: WorkerSpec, conn: Connection, lock: _InheritedFd | None = None) -> None:
+def worker_main(
+    spec: WorkerSpec,
+    conn: Connection,
+    lock: _InheritedFd | Sequence[_InheritedFd] | None = None,
+) -> None:
     """Entry point of a worker process: record ``spec.cameras`` until SIGTERM.
 
     Sends ``("status", {camera: CameraStatus})`` every ``spec.status_interval`` s and
     ``("log", LogRecord)`` for each record at or above ``spec.log_level`` over ``conn``.
-    ``lock``: this worker's duplicate of the data dir lock, held until it exits.
+    ``lock``: this worker's duplicates of the data dir lock's descriptors (a recorder node's
+    are two), held until it exits.
     Exits 0 after a clean stop, 1 when the index cannot be opened or a bug ends it (logged).
     """
     stop = threading.Event()
@@ -732,6 +755,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, lock: _InheritedFd | None = 
             snapshot_dir=spec.snapshot_dir,
             models_dir=spec.models_dir,
             index=index,
+            fence_node=spec.fence_node,
         )
         up = time.monotonic()
         for name, rec in sorted(recorders.items(), key=lambda r: spec.start_delays.get(r[0], 0)):
@@ -759,7 +783,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, lock: _InheritedFd | None = 
             with contextlib.suppress(HomeWardenError):
                 index.close()
         outbox.close(timeout=5.0)
-        if lock is not None:
-            lock.close()  # last: the segments are finished and indexed
+        for held in [lock] if isinstance(lock, _InheritedFd) else lock or []:
+            held.close()  # last: the segments are finished and indexed
     if code:
         raise SystemExit(code)
