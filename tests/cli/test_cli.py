@@ -167,7 +167,10 @@ def test_run_records_segments_and_exits_cleanly(recorded: tuple[Path, str, float
         with av.open(str(seg)) as c:
             assert c.streams.video[0].codec_context.name == "h264"
             total += c.duration / 1_000_000 if c.duration else 0.0
-    assert total == pytest.approx(5.0, abs=1.5)
+    # The recorder starts before the API and stops after the 5 s wait, so on a loaded machine
+    # it records a little longer than --duration; a paced file: camera never records more
+    # than the wall time of the run.
+    assert 3.5 <= total <= after - before + 0.5
 
 
 def test_read_commands_print_json(
