@@ -739,11 +739,85 @@ def _expect_holder(pair: HolderKeyPair, expected: KeyId | None) -> None:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _SealKind:
+    """How one kind of household-key seal (to a holder, to the escrow key) names itself."""
+
+    magic: bytes
+    name: str  # "holder seal"
+    article: str  # "a"
+    recipient: str  # "holder"
+    box_reason: str
+    mismatch_reason: str
+
+
+_HOLDER_SEAL = _SealKind(
+    _HOLDER_SEAL_MAGIC, "holder seal", "a", "holder", "holder box does not open",
+    "seal key id mismatch",
+)  # fmt: skip
+_ESCROW_WRAP = _SealKind(
+    _ESCROW_MAGIC, "escrow wrap", "an", "escrow", "escrow box does not open",
+    "wrap key id mismatch",
+)  # fmt: skip
+
+
+def _seal_household(kind: _SealKind, pair: HouseholdKeyPair, to: bytes, to_id: KeyId) -> bytes:
+    head = _ESCROW_HEAD.pack(kind.magic, _VERSION, to_id, pair.key_id)
+    return head + nacl.bindings.crypto_box_seal(bytes(pair.private), to)
+
+
+def _sealed_key_ids(kind: _SealKind, blob: bytes) -> tuple[KeyId, KeyId]:
+    if len(blob) != HOLDER_SEAL_SIZE:  # == ESCROW_WRAP_SIZE: one layout
+        raise SealedFormatError(
+            f"{kind.article} {kind.name} is {HOLDER_SEAL_SIZE} bytes, got {len(blob)}",
+            reason="bad size",
+        )
+    magic, version, recipient_id, household_id = _ESCROW_HEAD.unpack_from(blob)
+    if magic != kind.magic:
+        raise SealedFormatError(f"not a HomeWarden {kind.name} (bad magic)", reason="bad magic")
+    if version != _VERSION:
+        raise SealedFormatError(
+            f"{kind.name} version {version} is not known", reason="unknown version"
+        )
+    return KeyId(recipient_id), KeyId(household_id)
+
+
+def _open_sealed_household(
+    kind: _SealKind,
+    blob: bytes,
+    recipient: tuple[KeyId, bytes, bytes],
+    expected_key_id: KeyId | None,
+) -> HouseholdKeyPair:
+    """Open a seal of ``kind`` with ``recipient`` = (key id, public, private) (raises as
+    :func:`open_holder_seal` and :func:`open_escrow` say)."""
+    recipient_id, public, private = recipient
+    sealed_to, household_id = _sealed_key_ids(kind, blob)
+    if not hmac.compare_digest(sealed_to, recipient_id):
+        raise WrongKeyError(
+            f"sealed to {kind.recipient} key {sealed_to.hex()}, not {recipient_id.hex()}",
+            reason=f"another {kind.recipient} key",
+        )
+    try:
+        raw = nacl.bindings.crypto_box_seal_open(blob[_ESCROW_HEAD.size :], public, private)
+    except nacl.exceptions.CryptoError as exc:
+        raise SealedTamperedError(
+            f"the {kind.name} does not open although its {kind.recipient} key id matches (changed)",
+            reason=kind.box_reason,
+        ) from exc
+    pair = _household_pair(nacl.public.PrivateKey(raw))
+    if not hmac.compare_digest(pair.key_id, household_id):
+        raise SealedTamperedError(
+            f"the {kind.name} names household key {household_id.hex()} but holds "
+            f"{pair.key_id.hex()}",
+            reason=kind.mismatch_reason,
+        )
+    return _expect(pair, expected_key_id, kind.name)
+
+
 def seal_to_holder(pair: HouseholdKeyPair, holder: HolderPublicKey) -> bytes:
     """The household private key sealed to a holder's public key (117 bytes, layout in the
     module docstring): needs no secret of the holder's."""
-    head = _ESCROW_HEAD.pack(_HOLDER_SEAL_MAGIC, _VERSION, holder_key_id(holder), pair.key_id)
-    return head + nacl.bindings.crypto_box_seal(bytes(pair.private), bytes(holder))
+    return _seal_household(_HOLDER_SEAL, pair, bytes(holder), holder_key_id(holder))
 
 
 def holder_seal_key_ids(blob: bytes) -> tuple[KeyId, KeyId]:
@@ -752,18 +826,7 @@ def holder_seal_key_ids(blob: bytes) -> tuple[KeyId, KeyId]:
     Raises:
         SealedFormatError: not a holder seal of a known version, or the wrong size.
     """
-    if len(blob) != HOLDER_SEAL_SIZE:
-        raise SealedFormatError(
-            f"a holder seal is {HOLDER_SEAL_SIZE} bytes, got {len(blob)}", reason="bad size"
-        )
-    magic, version, holder_id, household_id = _ESCROW_HEAD.unpack_from(blob)
-    if magic != _HOLDER_SEAL_MAGIC:
-        raise SealedFormatError("not a HomeWarden holder seal (bad magic)", reason="bad magic")
-    if version != _VERSION:
-        raise SealedFormatError(
-            f"holder seal version {version} is not known", reason="unknown version"
-        )
-    return KeyId(holder_id), KeyId(household_id)
+    return _sealed_key_ids(_HOLDER_SEAL, blob)
 
 
 def open_holder_seal(
@@ -778,29 +841,8 @@ def open_holder_seal(
         SealedTamperedError: the key ids match but the box does not open, or the key inside
             is not the one the seal names.
     """
-    holder_id, household_id = holder_seal_key_ids(blob)
-    if not hmac.compare_digest(holder_id, holder.key_id):
-        raise WrongKeyError(
-            f"sealed to holder key {holder_id.hex()}, not {holder.key_id.hex()}",
-            reason="another holder key",
-        )
-    try:
-        raw = nacl.bindings.crypto_box_seal_open(
-            blob[_ESCROW_HEAD.size :], bytes(holder.public), bytes(holder.private)
-        )
-    except nacl.exceptions.CryptoError as exc:
-        raise SealedTamperedError(
-            "the holder seal does not open although its holder key id matches (changed)",
-            reason="holder box does not open",
-        ) from exc
-    pair = _household_pair(nacl.public.PrivateKey(raw))
-    if not hmac.compare_digest(pair.key_id, household_id):
-        raise SealedTamperedError(
-            f"the holder seal names household key {household_id.hex()} but holds "
-            f"{pair.key_id.hex()}",
-            reason="seal key id mismatch",
-        )
-    return _expect(pair, expected_key_id, "holder seal")
+    recipient = (holder.key_id, bytes(holder.public), bytes(holder.private))
+    return _open_sealed_household(_HOLDER_SEAL, blob, recipient, expected_key_id)
 
 
 # --------------------------------------------------------------------------------------------
@@ -810,9 +852,7 @@ def open_holder_seal(
 def seal_for_escrow(pair: HouseholdKeyPair, escrow_public: EscrowPublicKey) -> bytes:
     """The household private key sealed to the deployment's escrow public key (117 bytes,
     layout in the module docstring)."""
-    head = _ESCROW_HEAD.pack(_ESCROW_MAGIC, _VERSION, escrow_key_id(escrow_public), pair.key_id)
-    sealed = nacl.bindings.crypto_box_seal(bytes(pair.private), bytes(escrow_public))
-    return head + sealed
+    return _seal_household(_ESCROW_WRAP, pair, bytes(escrow_public), escrow_key_id(escrow_public))
 
 
 def open_escrow(
@@ -827,39 +867,8 @@ def open_escrow(
         SealedTamperedError: the key ids match but the sealed box does not open, or the key
             inside is not the one the wrap names.
     """
-    if len(blob) != ESCROW_WRAP_SIZE:
-        raise SealedFormatError(
-            f"an escrow wrap is {ESCROW_WRAP_SIZE} bytes, got {len(blob)}", reason="bad size"
-        )
-    magic, version, escrow_id, household_id = _ESCROW_HEAD.unpack_from(blob)
-    if magic != _ESCROW_MAGIC:
-        raise SealedFormatError("not a HomeWarden escrow wrap (bad magic)", reason="bad magic")
-    if version != _VERSION:
-        raise SealedFormatError(
-            f"escrow wrap version {version} is not known", reason="unknown version"
-        )
-    if not hmac.compare_digest(escrow_id, escrow.key_id):
-        raise WrongKeyError(
-            f"sealed to escrow key {escrow_id.hex()}, not {escrow.key_id.hex()}",
-            reason="another escrow key",
-        )
-    try:
-        raw = nacl.bindings.crypto_box_seal_open(
-            blob[_ESCROW_HEAD.size :], bytes(escrow.public), bytes(escrow.private)
-        )
-    except nacl.exceptions.CryptoError as exc:
-        raise SealedTamperedError(
-            "the escrow wrap does not open although its escrow key id matches (changed)",
-            reason="escrow box does not open",
-        ) from exc
-    pair = _household_pair(nacl.public.PrivateKey(raw))
-    if not hmac.compare_digest(pair.key_id, household_id):
-        raise SealedTamperedError(
-            f"the escrow wrap names household key {household_id.hex()} but holds "
-            f"{pair.key_id.hex()}",
-            reason="wrap key id mismatch",
-        )
-    return _expect(pair, expected_key_id, "escrow wrap")
+    recipient = (escrow.key_id, bytes(escrow.public), bytes(escrow.private))
+    return _open_sealed_household(_ESCROW_WRAP, blob, recipient, expected_key_id)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
