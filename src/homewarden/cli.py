@@ -347,7 +347,9 @@ def run(
     node: Annotated[
         str | None,
         typer.Option(
-            "--node", help="A recorder node's name, unique per data dir (default: host name)."
+            "--node",
+            help="The node's name, unique per data dir (default: host name): a recorder "
+            "node's lock and lease row; in the MQTT client id.",
         ),
     ] = None,
 ) -> None:
@@ -1156,8 +1158,9 @@ def worker(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log warnings only.")] = False,
 ) -> None:
     """Run background jobs (exports, redaction, retention and disclosure passes) from the
-    queue in [jobs] until SIGINT/SIGTERM; running jobs finish first (up to 60 s). Start as
-    many as needed, on any machine that shares the data dir, database and Redis."""
+    queue set in the config's jobs table until SIGINT/SIGTERM; running jobs finish first (up
+    to 60 s). Start as many as needed, on any machine that shares the data dir, database and
+    Redis."""
     _setup_logging(not quiet)
     settings = load_settings(config, data_dir=data_dir)
 
@@ -1180,7 +1183,8 @@ def export(
     start: Annotated[str, typer.Option("--start", help=f"Scope start, {_TIME}.")],
     end: Annotated[str, typer.Option("--end", help=f"Scope end, {_TIME}.")],
     out_dir: Annotated[
-        Path, typer.Option("--out", help="Existing directory to write the package into.")
+        Path,
+        typer.Option("--out", help="Directory to write the package into (made if missing)."),
     ],
     redact: Annotated[
         bool,
@@ -1203,6 +1207,10 @@ def export(
     the audit log."""
     settings = load_settings(config, data_dir=data_dir)
     lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot make {out_dir}: {exc.strerror or exc}") from exc
     with _index(settings) as index, _open_audit(settings) as audit:
         service = EvidenceService(index, settings, audit)
         with _progress() as bar:

@@ -237,6 +237,14 @@ class StorageSettings(_Strict):
         description="emergency guard floor: max(this, 1 h of recording), at most 20 % of the disk",
     )
     retention_interval: float = Field(default=60.0, gt=0, description="seconds between passes")
+    sealed: bool = Field(
+        default=False,
+        description=(
+            "new segments are sealed to the household key (DESIGN.md flow 8; "
+            "homewarden.services.sealed_footage); flipped to default true once every reader "
+            "works"
+        ),
+    )
 
 
 class RecorderSettings(_Strict):
@@ -295,7 +303,8 @@ class MqttSettings(_Strict):
     process: off unless the owner opts in). ``commands``: honour the command topics that
     switch recording and motion sensing per camera (anyone who may publish on the broker
     could otherwise stop recording: off unless the owner opts in). ``client_id`` default:
-    ``homewarden-<topic_prefix>``. ``keepalive``: seconds (MQTT 3.1.1 section 3.1.2.10).
+    ``homewarden-<topic_prefix>-<node>`` (``mqtt_bridge.default_client_id``; unique per
+    process). ``keepalive``: seconds (MQTT 3.1.1 section 3.1.2.10).
     """
 
     host: str | None = None

@@ -555,3 +555,13 @@ def test_clip_to_an_unwritable_path_shows_the_storage_error(
     assert target in line
     assert "no footage" not in line
     assert "cannot write" in line
+
+
+def test_worker_help_has_no_missing_word() -> None:
+    # Regression: "[jobs]" in the docstring was read as rich markup and vanished, leaving
+    # "from the queue in  until".
+    result = CliRunner().invoke(app, ["worker", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "queue set in the config's jobs table until SIGINT/SIGTERM" in text
+    assert "  until" not in result.output

@@ -52,6 +52,40 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return info
 
 
+def test_export_creates_a_missing_out_folder_and_its_parents(tmp_path: Path) -> None:
+    # Regression: the README's `--out /tmp/pkg` failed "is not a directory" unless the
+    # folder existed already.
+    data = tmp_path / "data"
+    data.mkdir()
+    index = Index(f"sqlite:///{data / 'homewarden.db'}")
+    index.migrate()
+    deploy(data, index)
+    index.close()
+    out = tmp_path / "new" / "pkg"
+    result = CliRunner().invoke(
+        app,
+        [
+            "export", "--camera", CAMERA, "--start", str(T0 + 1), "--end", str(T0 + 3),
+            "--out", str(out), "--data-dir", str(data), "--json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert Path(info["package"]).parent == out
+    assert Path(info["zip"]).is_file()
+    # A file where the folder should be is still refused.
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    result = CliRunner().invoke(
+        app,
+        [
+            "export", "--camera", CAMERA, "--start", str(T0 + 1), "--end", str(T0 + 3),
+            "--out", str(blocked / "pkg"), "--data-dir", str(data),
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0
+
+
 def test_export_prints_the_package_and_zip(exported: dict[str, str]) -> None:
     assert Path(exported["package"]).is_dir()
     assert Path(exported["zip"]).is_file()

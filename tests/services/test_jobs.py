@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from homewarden.config import JobSettings, Settings, load_settings
@@ -27,7 +33,7 @@ from homewarden.errors import ConfigError, InvalidRequestError, JobQueueError
 from homewarden.services.audit import AuditLog
 from homewarden.services.disclosure import request_from_json
 from homewarden.services.evidence import EvidenceService
-from homewarden.services.jobs import JOBS_DB, JobQueue, JobServices, jobs_db
+from homewarden.services.jobs import JOBS_DB, JobQueue, JobServices, QueueErrorThrottle, jobs_db
 from homewarden.services.metrics import Metrics
 from homewarden.services.package_verify import load_public_keys, verify_package_path
 from homewarden.services.runtime import Runtime
@@ -43,7 +49,8 @@ from tests.fixtures_jobs import (
     running,
     wait_for,
 )
-from tests.fixtures_mail import SmtpTestServer
+from tests.fixtures_mail import SmtpTestServer, free_port
+from tests.fixtures_media import unavailable
 from tests.services.disclosure_helpers import World
 
 OWNER = Actor(ActorKind.LOCAL_OPERATOR, "cli:owner")
@@ -514,3 +521,119 @@ def test_a_head_signed_by_another_worker_meanwhile_is_not_taken_for_tampering(
         monkeypatch.undo()
         assert head.tree_size <= first.size()
         assert first.verify().size == first.size()
+
+
+# faults found in testing: an unreachable queue
+
+
+def _raised(exc: BaseException) -> Any:
+    try:
+        raise exc
+    except BaseException:
+        return sys.exc_info()
+
+
+def _huey_record(msg: str, exc: BaseException, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(
+        "huey.consumer.Worker", logging.ERROR, __file__, 1, msg, args, _raised(exc)
+    )
+
+
+def test_repeated_queue_read_errors_are_let_through_once_a_minute_with_a_count() -> None:
+    now = [1000.0]
+    throttle = QueueErrorThrottle(interval=60.0, clock=lambda: now[0])
+    refused = redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    first = _huey_record("Error reading from queue", refused)
+    assert throttle.filter(first)
+    assert first.exc_info is None  # one line, no traceback
+    assert "Connection refused" in first.getMessage()
+    assert "Error reading from queue" in first.getMessage()
+    assert throttle.failing
+    for _ in range(30):
+        now[0] += 1.0
+        assert not throttle.filter(_huey_record("Error reading from queue", refused))
+    # The scheduler's read errors are counted apart.
+    assert throttle.filter(_huey_record("Error reading schedule.", refused))
+    now[0] = 1060.0  # a minute after the first
+    again = _huey_record("Error reading from queue", refused)
+    assert throttle.filter(again)
+    assert "30 more" in again.getMessage()
+    # Anything else from huey passes untouched, traceback and all.
+    other = _huey_record("Unhandled error during execution of task %s.", ValueError("x"), "t1")
+    assert throttle.filter(other)
+    assert other.exc_info is not None
+    throttle.reset()
+    assert not throttle.failing
+    assert throttle.filter(_huey_record("Error reading from queue", refused))
+
+
+def test_run_with_an_unreachable_job_queue_warns_once_instead_of_flooding_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens there
+    secret = "hunter2-" + queue_name()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        jobs={"redis_url": f"redis://:{secret}@127.0.0.1:{port}/0", "name": queue_name()},
+    )
+    runtime = Runtime(settings)
+    with caplog.at_level(logging.INFO):
+        runtime.start()  # recording must go on without the queue
+        try:
+            time.sleep(6.0)  # before the fix: a traceback or more a second, 1,400 lines
+        finally:
+            runtime.stop()
+    text = caplog.text
+    assert secret not in text
+    assert "Traceback" not in text
+    unreachable = [r for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(unreachable) == 1, [r.getMessage() for r in unreachable]
+    warning = unreachable[0]
+    assert warning.levelno == logging.WARNING
+    for part in (f"127.0.0.1:{port}", "retention", "disclosure", "wait"):
+        assert part in warning.getMessage(), part
+    huey = [r for r in caplog.records if r.name.startswith("huey") and r.levelno > logging.INFO]
+    assert len(huey) <= 2, [r.getMessage() for r in huey]  # a worker's and the scheduler's
+    passes = [r for r in caplog.records if "not queued" in r.getMessage()]
+    assert passes == []  # the warning said it; a pass every 5 s does not repeat it
+    assert len(text.splitlines()) < 40
+
+
+#: redis-server options: nothing written to disk.
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+def test_a_job_queue_reachable_again_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server_bin = shutil.which("redis-server")
+    if server_bin is None:
+        unavailable("redis-server missing (Debian package redis-server)")
+    port = free_port()
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        jobs={"redis_url": f"redis://127.0.0.1:{port}/0", "name": queue_name()},
+    )
+    queue = JobQueue(settings)
+    consumer = queue.consumer(1, health_interval=0.2)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        with caplog.at_level(logging.INFO):
+            assert not queue.probe()
+            consumer.start()
+            server = subprocess.Popen(
+                [server_bin, "--port", str(port), "--bind", "127.0.0.1", *NO_PERSISTENCE],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_for("reachable again", lambda: "reachable again" in caplog.text, 20.0)
+        assert queue.probe()
+        again = [r for r in caplog.records if "reachable again" in r.getMessage()]
+        assert len(again) == 1
+        assert again[0].levelno == logging.INFO
+    finally:
+        consumer.stop(5.0)
+        queue.close()
+        if server is not None:
+            server.terminate()
+            server.wait(10)

@@ -118,10 +118,8 @@ def test_command_topics_are_parsed_under_a_prefix_with_levels() -> None:
         "homewarden/front/recording/set",
     ):
         assert topics.parse_command(other) is None, other
-    assert topics.command_filters() == [
-        "home/warden/+/recording/set",
-        "home/warden/+/motion_detection/set",
-    ]
+    # Every .../set topic, so a command on an unknown one is heard and logged.
+    assert topics.command_filters() == ["home/warden/+/+/set"]
 
 
 def test_discovery_follows_the_opt_ins_and_keeps_ids_stable() -> None:
@@ -427,7 +425,7 @@ def env(index: Index, database_url: str, tmp_path: Path) -> Iterator[Env]:
     bridges: list[MqttBridge] = []
     with AuditLog.open(database_url, tmp_path / "keys") as audit:
 
-        def make(broker: Broker, prefix: str, **mqtt: Any) -> MqttBridge:
+        def make(broker: Broker, prefix: str, node: str | None = None, **mqtt: Any) -> MqttBridge:
             settings = Settings(
                 data_dir=tmp_path,
                 database_url=database_url,
@@ -443,6 +441,7 @@ def env(index: Index, database_url: str, tmp_path: Path) -> Iterator[Env]:
                 index,
                 audit,
                 cameras=admin,
+                node=node,
                 interval=0.2,
                 reconnect_min=1,
                 reconnect_max=2,
@@ -527,7 +526,7 @@ def test_malformed_and_unknown_commands_are_logged_and_ignored(
                 (topics.command("front", Switch.RECORDING), b"\xff\xfe"),
                 (topics.command("front", Switch.RECORDING), b"OFF" * 50),
                 (topics.command("ghost", Switch.RECORDING), b"OFF"),
-                (topics.command("front", Switch.MOTION_DETECTION), b""),
+                (topics.command("front", Switch.MOTION_DETECTION), b" "),
             ):
                 sub.publish(topic, payload)
             # Still alive: a good command after the bad ones is obeyed.
@@ -545,5 +544,117 @@ def test_malformed_and_unknown_commands_are_logged_and_ignored(
         changes = [e for e in _entries(env.audit) if e.action is AuditTag.SETTING_CHANGE]
         assert [(e.actor.id, e.reason) for e in changes] == [("mqtt", "camera front: disabled")]
     finally:
+        sub.stop()
+        clear_retained(system_broker, _filters(prefix), None)
+
+
+# faults found in testing
+
+
+def test_two_nodes_do_not_knock_each_other_off_the_broker(env: Env, system_broker: Broker) -> None:
+    """Two bridges of one deployment (same topic prefix) on two nodes: each has its own
+    default client id, so neither takes the other's connection over (MQTT 3.1.1 section
+    3.1.4: a second CONNECT with the same client id disconnects the first)."""
+    prefix = unique_prefix()
+    topics = Topics(prefix, DISCOVERY)
+    sub = Subscriber(system_broker, [topics.available]).start()
+    try:
+        a = env.make(system_broker, prefix, node="web-a")
+        b = env.make(system_broker, prefix, node="web-b")
+        _wait(lambda: a.connected and b.connected, "both bridges connected")
+        mark = len(sub.messages)
+        deadline = time.monotonic() + 4.0  # the flapping was every second
+        while time.monotonic() < deadline:
+            assert a.connected, "node a was knocked off the broker"
+            assert b.connected, "node b was knocked off the broker"
+            time.sleep(0.05)
+        assert [m.text for m in sub.messages[mark:]] == []  # no will ("offline") fired
+    finally:
+        sub.stop()
+        clear_retained(system_broker, _filters(prefix), None)
+
+
+def test_clearing_a_retained_command_is_not_logged_as_malformed(
+    env: Env, system_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``mosquitto_pub -r -n`` (what the retained-command warning asks for) reaches the bridge
+    as an empty payload: a deletion (MQTT 3.1.1 section 3.3.1.3), logged at debug only."""
+    prefix = unique_prefix()
+    topics = Topics(prefix, DISCOVERY)
+    command = topics.command("front", Switch.RECORDING)
+    state = topics.state("front", Switch.RECORDING)
+    sub = Subscriber(system_broker, _filters(prefix)).start()
+    try:
+        sub.publish(command, b"OFF", retain=True)
+        with caplog.at_level(logging.DEBUG, logger="homewarden.services.mqtt_bridge"):
+            env.make(system_broker, prefix, commands=True)
+            sub.wait_payload(state, "ON")
+            sub.publish(command, b"", retain=True)  # the user clears it
+            mark = len(sub.messages)
+            sub.publish(command, b"OFF")  # handled after the clearing
+            sub.wait_payload(state, "OFF", after=mark)
+        records = [r for r in caplog.records if r.name == "homewarden.services.mqtt_bridge"]
+        assert [r.getMessage() for r in records if "malformed" in r.getMessage()] == []
+        assert sum("ignored a retained command" in r.getMessage() for r in records) == 1
+        cleared = [r for r in records if "empty payload" in r.getMessage()]
+        assert len(cleared) == 1
+        assert cleared[0].levelno == logging.DEBUG
+    finally:
+        sub.stop()
+        clear_retained(system_broker, _filters(prefix), None)
+
+
+def test_a_command_on_an_unknown_command_topic_is_logged_once(
+    env: Env, system_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = unique_prefix()
+    topics = Topics(prefix, DISCOVERY)
+    state = topics.state("front", Switch.RECORDING)
+    nonsense = f"{prefix}/front/nonsense/set"
+    sub = Subscriber(system_broker, _filters(prefix)).start()
+    try:
+        with caplog.at_level(logging.INFO, logger="homewarden.services.mqtt_bridge"):
+            env.make(system_broker, prefix, commands=True)
+            sub.wait_payload(state, "ON")
+            for _ in range(3):
+                sub.publish(nonsense, b"ON")
+            mark = len(sub.messages)
+            sub.publish(topics.command("front", Switch.RECORDING), b"OFF")
+            sub.wait_payload(state, "OFF", after=mark)
+        named = [r for r in caplog.records if nonsense in r.getMessage()]
+        assert len(named) == 1, [r.getMessage() for r in named]
+        assert named[0].levelno == logging.INFO
+        assert "not a command topic" in named[0].getMessage()
+    finally:
+        sub.stop()
+        clear_retained(system_broker, _filters(prefix), None)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_only_a_web_node_runs_the_mqtt_bridge(
+    tmp_path: Path, database_url: str, system_broker: Broker
+) -> None:
+    """Recorder nodes write events to the shared index; the web node publishes them (one
+    event cursor, one connection per deployment)."""
+    prefix = unique_prefix()
+    topics = Topics(prefix, DISCOVERY)
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        mqtt={**system_broker.bridge_login(), "topic_prefix": prefix},
+    )
+    sub = Subscriber(system_broker, [topics.available]).start()
+    recorder = Runtime(settings, role="recorder", node="rec-a")
+    web = Runtime(settings, role="web", node="web-a")
+    try:
+        recorder.start()
+        assert recorder._mqtt is None
+        web.start()
+        assert web._mqtt is not None
+        sub.wait_payload(topics.available, "online")
+    finally:
+        recorder.stop()
+        web.stop()
         sub.stop()
         clear_retained(system_broker, _filters(prefix), None)

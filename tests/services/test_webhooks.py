@@ -10,9 +10,10 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -467,6 +468,9 @@ def test_retry_after_values() -> None:
         "http://192.168.1.20/hook",
         "http://10.0.0.5:1880/node-red",
         "http://xn--bcher-kva.example/",
+        # Legacy numeric forms of loopback behave as 127.0.0.1 (the resolver reads them so).
+        "http://2130706433:9000/hook",
+        "http://0x7f.1:9000/hook",
     ],
 )
 def test_urls_a_webhook_may_call(url: str) -> None:
@@ -491,6 +495,14 @@ def test_urls_a_webhook_may_call(url: str) -> None:
         ("http://bücher.example/", "printable ASCII"),
         ("http://[::1/", "malformed"),
         ("http://169.254.169.254/latest/meta-data", "link-local"),
+        # Regression: numeric IPv4 forms the C resolver accepts (inet_aton) were taken for
+        # names and called.
+        ("http://2852039166/", "link-local"),
+        ("http://169.254.43518/", "link-local"),
+        ("http://0xa9fea9fe/", "link-local"),
+        ("http://0251.0376.0251.0376/", "link-local"),
+        ("http://0XA9FEA9FE:80/latest", "link-local"),
+        ("http://0x0/", "unspecified"),
         ("http://[fe80::1]/", "link-local"),
         ("http://224.0.0.1/", "multicast"),
         ("http://0.0.0.0:8123/", "unspecified"),
@@ -501,3 +513,143 @@ def test_urls_a_webhook_may_call(url: str) -> None:
 def test_urls_a_webhook_may_not_call(url: str, reason: str) -> None:
     with pytest.raises(InvalidRequestError, match=reason):
         check_url(url)
+
+
+# --- the address rule at send time (regression: the link-local block was bypassed) ---------
+
+METADATA = "169.254.169.254"
+NUMERIC_METADATA = (
+    "http://2852039166:{port}/meta",
+    "http://169.254.43518:{port}/meta",
+    "http://0xa9fea9fe:{port}/meta",
+    "http://0251.0376.0251.0376:{port}/meta",
+)
+
+
+def _fake_resolver(
+    monkeypatch: pytest.MonkeyPatch, names: dict[str, Callable[[], list[str]]]
+) -> list[str]:
+    """``socket.getaddrinfo`` as the webhook service sees it, answering ``names`` with the
+    addresses their function gives at each call and every other host as the real one;
+    returns the hosts asked for, in order."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):  # names resolve here, not there
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.lower(), raising=False)
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(host, str) and host in names:
+            asked.append(host)
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port)))
+                for ip in names[host]()
+            ]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr("homewarden.services.webhooks.socket.getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_numeric_forms_of_the_metadata_address_are_refused_at_creation(setup: Setup) -> None:
+    s = setup
+    for url in NUMERIC_METADATA:
+        with pytest.raises(InvalidRequestError, match=f"{METADATA}.*link-local"):
+            s.svc.add(s.owner(), url.format(port=s.rx.port), ["event"])
+    assert s.svc.webhooks(s.owner()) == []
+
+
+def test_a_name_resolving_to_link_local_is_refused_when_sent_and_nothing_is_called(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, w = setup, setup.w
+    # The name answers loopback first: were the rule not applied to every address, the
+    # receiver on loopback would get the call.
+    asked = _fake_resolver(monkeypatch, {"169.254.169.254.nip.io": lambda: ["127.0.0.1", METADATA]})
+    hook = s.svc.add(s.owner(), f"http://169.254.169.254.nip.io:{s.rx.port}/meta", ["event"])
+    # A numeric URL stored before the creation check existed is refused when sent, too.
+    old = s.svc.store.add_webhook(
+        HOME, f"http://2852039166:{s.rx.port}/meta", hook.secret, ("event",),
+        now=w.clock(), by=None,
+    )  # fmt: skip
+    w.index.open_event(PORCH, w.clock(), "person", 0.9, [])
+    s.svc.follower().poll()
+    report = s.svc.deliver_due()
+    assert (report.delivered, report.retried, report.dead) == (0, 0, 2)
+    time.sleep(0.3)
+    assert s.rx.calls == []  # no request reached anything
+    assert asked == ["169.254.169.254.nip.io"]
+    dead = {x.webhook_id: x for x in s.svc.deliveries(s.owner(), state="dead")}
+    for webhook_id, host in ((hook.webhook.id, "169.254.169.254.nip.io"), (old.id, "2852039166")):
+        x = dead[webhook_id]
+        assert (x.attempts, x.last_status, x.next_attempt_at) == (1, None, None)
+        assert x.last_error is not None
+        assert host in x.last_error
+        assert f"{METADATA} (link-local)" in x.last_error
+
+
+def test_a_name_is_resolved_once_and_called_at_the_address_checked(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, w = setup, setup.w
+    answers = iter([["127.0.0.1"]])
+    # DNS rebinding: the first answer passes the check, every later one is the metadata
+    # service. The call must go where the checked answer pointed.
+    asked = _fake_resolver(monkeypatch, {"hook.test": lambda: next(answers, [METADATA])})
+    hook = s.svc.add(s.owner(), f"http://hook.test:{s.rx.port}/ha", ["event"])
+    w.index.open_event(PORCH, w.clock(), "person", 0.9, [])
+    s.svc.follower().poll()
+    assert s.svc.deliver_due().delivered == 1
+    (call,) = s.rx.wait_for(1)
+    assert asked == ["hook.test"]
+    assert call.headers["host"] == f"hook.test:{s.rx.port}"  # the name, not the address
+    _check_signed(call, hook.secret, w.clock())
+
+
+def test_decimal_loopback_is_called_as_127_0_0_1(setup: Setup) -> None:
+    s, w = setup, setup.w
+    s.svc.add(s.owner(), f"http://2130706433:{s.rx.port}/dec", ["event"])
+    w.index.open_event(PORCH, w.clock(), "person", 0.9, [])
+    s.svc.follower().poll()
+    assert s.svc.deliver_due().delivered == 1
+    assert [c.path for c in s.rx.wait_for(1)] == ["/dec"]
+
+
+def test_a_name_that_does_not_resolve_is_retried(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, w = setup, setup.w
+
+    def no_such_name() -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    _fake_resolver(monkeypatch, {"gone.test": no_such_name})
+    s.svc.add(s.owner(), "http://gone.test/ha", ["event"])
+    w.index.open_event(PORCH, w.clock(), "person", 0.9, [])
+    s.svc.follower().poll()
+    assert s.svc.deliver_due().retried == 1
+    (x,) = s.svc.deliveries(s.owner())
+    assert (x.state, x.attempts) == ("pending", 1)
+    assert x.last_error is not None
+    assert "cannot resolve gone.test" in x.last_error
+
+
+def test_behind_a_proxy_the_proxy_resolves_the_name(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, w = setup, setup.w
+
+    def never() -> list[str]:
+        raise AssertionError("a proxied call's host is resolved by the proxy")
+
+    asked = _fake_resolver(monkeypatch, {"behind.test": never})
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{s.rx.port}")  # the receiver proxies
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    s.svc.add(s.owner(), "http://behind.test/ha", ["event"])
+    w.index.open_event(PORCH, w.clock(), "person", 0.9, [])
+    s.svc.follower().poll()
+    assert s.svc.deliver_due().delivered == 1
+    (call,) = s.rx.wait_for(1)
+    assert call.path == "http://behind.test/ha"  # the absolute form a proxy is sent
+    assert asked == []

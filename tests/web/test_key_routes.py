@@ -248,3 +248,13 @@ def test_emergency_access_switch(site: Site) -> None:
     tags = site.tags()
     assert AuditTag.KEY_ESCROW_ENABLE in tags
     assert AuditTag.KEY_ESCROW_DISABLE in tags
+
+
+def test_escrow_switch_refuses_a_lax_boolean(site: Site) -> None:
+    # Regression: {"enabled": "yes"} was read as true and turned emergency access on.
+    owner = site.session()
+    site.keys.init_escrow(Actor(ActorKind.LOCAL_OPERATOR, "cli:test"))
+    for lax in ("yes", "true", "on", 1, "1", 0, "false", None):
+        _problem(owner.put("/api/keys/escrow", json={"enabled": lax}), 422, "invalid-request")
+    assert owner.get("/api/keys").json()["status"]["escrow_enabled"] is False
+    assert owner.put("/api/keys/escrow", json={"enabled": True}).status_code == 200

@@ -369,3 +369,14 @@ def test_openapi_declares_the_webhook_permissions(site: Site) -> None:
     }
     for (path, method), perms in expected.items():
         assert doc["paths"][path][method]["x-permissions"] == perms, (path, method)
+
+
+def test_webhook_switch_refuses_a_lax_boolean(site: Site) -> None:
+    # Regression: pydantic's lax mode read "yes", "on" and 1 as true.
+    c, _ = site.session()
+    made = c.post("/api/webhooks", json={"url": "http://a.example/", "kinds": ["event"]})
+    hook = made.json()["webhook"]
+    for lax in ("yes", "true", "on", 1, "1", 0, None):
+        resp = c.put(f"/api/webhooks/{hook['id']}", json={"disabled": lax})
+        _problem(resp, 422, "invalid-request")
+    assert c.get(f"/api/webhooks/{hook['id']}").json()["disabled"] is False

@@ -360,3 +360,187 @@ def test_workers_of_a_killed_parent_finish_their_segments_holding_the_lock(
             assert not index.gaps(camera=name)
     finally:
         index.close()
+
+
+# -- cameras changed while the workers run ---------------------------------------------------
+
+
+def _one_worker_pool(settings: Settings, index: Index) -> RecorderProcessPool:
+    """Every camera of ``settings`` in one worker process (``processes = 1``), which an
+    update can only change in place or restart."""
+    return RecorderProcessPool(
+        {n: c for n, c in settings.cameras.items() if c.enabled},
+        processes=1,
+        db_url=settings.db_url,
+        media_dir=settings.media_dir,
+        snapshot_dir=settings.snapshot_dir,
+        models_dir=settings.cache_dir / "models",
+        index=index,
+        status_interval=0.2,
+    )
+
+
+def _with_cameras(settings: Settings, cameras: dict[str, Any]) -> Settings:
+    """``settings`` with only ``cameras`` (name -> raw camera settings) configured."""
+    return Settings(data_dir=settings.data_dir, database_url=settings.database_url, cameras=cameras)
+
+
+def test_adding_a_camera_to_a_worker_does_not_restart_its_other_cameras(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = _settings(tmp_path / "data", database_url, ["a"], processes=1)
+    settings.data_dir.mkdir(parents=True)
+    index = Index(database_url)
+    index.migrate()
+    pool = _one_worker_pool(settings, index)
+    pool.start()
+    try:
+        _wait(
+            "camera a recording",
+            lambda: (
+                pool.statuses()["a"].state == "connected"
+                and pool.statuses()["a"].segments_written >= 1
+            ),
+        )
+        pid = pool.pids()[1]
+        since = pool.statuses()["a"].connected_since
+        assert pid is not None
+        assert since is not None
+        raw = settings.cameras["a"].model_dump()
+        pool.update(_with_cameras(settings, {"a": raw, "b": raw}))
+        assert pool.cameras_of(1) == ["a"]  # until the worker has taken b on
+        _wait("camera b recording", lambda: bool(index.segments("b")))
+        added_at = index.segments("b")[0].start
+        _wait(
+            "camera a records on past b's start",
+            lambda: any(s.start > added_at + 2.0 for s in index.segments("a")),
+        )
+        # (1) the same process took b on: a's recorder kept its connection.
+        assert pool.pids()[1] == pid
+        assert pool.cameras_of(1) == ["a", "b"]
+        assert pool.statuses()["a"].connected_since == since
+        assert pool.statuses()["a"].state == "connected"
+        assert pool.statuses()["b"].state == "connected"
+        assert pool.restarts == 0
+    finally:
+        pool.stop(15.0)
+    try:
+        _assert_index_and_disk_agree(index, settings.media_dir)
+        # (2) a has no hole: no gap, its segments back to back across the update.
+        assert not index.gaps(camera="a")
+        assert _contiguous(index.segments("a"))
+        assert not index.gaps(camera="b")
+        assert _contiguous(index.segments("b"))
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("how", ["removed", "disabled"])
+def test_removing_a_camera_from_a_worker_does_not_restart_its_other_cameras(
+    how: str, tmp_path: Path, database_url: str
+) -> None:
+    settings = _settings(tmp_path / "data", database_url, ["a", "b"], processes=1)
+    settings.data_dir.mkdir(parents=True)
+    index = Index(database_url)
+    index.migrate()
+    pool = _one_worker_pool(settings, index)
+    pool.start()
+    try:
+        _wait(
+            "both cameras recording",
+            lambda: all(
+                st.state == "connected" and st.segments_written >= 1
+                for st in pool.statuses().values()
+            ),
+        )
+        pid = pool.pids()[1]
+        since = pool.statuses()["a"].connected_since
+        assert pid is not None
+        assert since is not None
+        raw = settings.cameras["a"].model_dump()
+        gone = {"b": {**raw, "enabled": False}} if how == "disabled" else {}
+        asked_at = time.time()
+        pool.update(_with_cameras(settings, {"a": raw, **gone}))
+        assert "b" not in pool.statuses()  # dropped at once
+        _wait("camera b stopped", lambda: pool.cameras_of(1) == ["a"])
+        stopped_at = time.time()
+        # (1) b's recorder finished its segment in progress: indexed, no .part left.
+        b_segments = index.segments("b")
+        assert b_segments[-1].end >= asked_at - 2.5  # the last one reaches the stop
+        assert not list((settings.media_dir / "b").rglob("*.part"))
+        _wait(
+            "camera a records on",
+            lambda: any(s.start > stopped_at + 2.0 for s in index.segments("a")),
+        )
+        assert len(index.segments("b")) == len(b_segments)  # nothing of b since
+        assert "b" not in pool.statuses()
+        # (2) a's worker and recorder went on untouched.
+        assert pool.pids()[1] == pid
+        assert pool.statuses()["a"].connected_since == since
+        assert pool.statuses()["a"].state == "connected"
+        assert pool.restarts == 0
+    finally:
+        pool.stop(15.0)
+    try:
+        _assert_index_and_disk_agree(index, settings.media_dir)
+        assert not index.gaps(camera="a")
+        assert _contiguous(index.segments("a"))
+        assert _contiguous(index.segments("b"))
+    finally:
+        index.close()
+
+
+def test_a_worker_that_does_not_apply_an_update_in_time_is_restarted_with_it(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = _settings(tmp_path / "data", database_url, ["a"], processes=1)
+    settings.data_dir.mkdir(parents=True)
+    index = Index(database_url)
+    index.migrate()
+    pool = RecorderProcessPool(
+        {"a": settings.cameras["a"]},
+        processes=1,
+        db_url=settings.db_url,
+        media_dir=settings.media_dir,
+        snapshot_dir=settings.snapshot_dir,
+        models_dir=settings.cache_dir / "models",
+        index=index,
+        status_interval=0.2,
+        update_timeout=2.0,
+    )
+    pool.start()
+    frozen: int | None = None
+    try:
+        _wait("camera a recording", lambda: pool.statuses()["a"].segments_written >= 1)
+        frozen = pool.pids()[1]
+        assert frozen is not None
+        # (1) a worker that cannot answer (stopped, as if hung) is sent camera b.
+        os.kill(frozen, signal.SIGSTOP)
+        raw = settings.cameras["a"].model_dump()
+        pool.update(_with_cameras(settings, {"a": raw, "b": raw}))
+        # (2) it is given up on, killed once it does not stop either, and started again
+        # with its new share: both cameras record in a new process.
+        _wait(
+            "both cameras recording in a new process",
+            lambda: (
+                pool.pids()[1] not in (None, frozen)
+                and bool(index.segments("b"))
+                and all(st.state == "connected" for st in pool.statuses().values())
+            ),
+            UP_TIMEOUT + 20.0,
+        )
+        assert pool.cameras_of(1) == ["a", "b"]
+    finally:
+        if frozen is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGCONT)
+        pool.stop(15.0)
+    try:
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("did not apply its new cameras in time" in m for m in messages)
+        assert any("did not stop in time; killing it" in m for m in messages)
+        _assert_index_and_disk_agree(index, settings.media_dir)  # a's cut segment repaired
+        assert [g.reason for g in index.gaps(camera="a")] == [NOT_RECORDING]
+    finally:
+        index.close()

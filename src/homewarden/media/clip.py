@@ -15,6 +15,12 @@ Limits, stated honestly:
   screen for the outage and the hole is listed in :attr:`ClipInfo.gaps`;
 - a segment that cannot be read is skipped and its span listed in :attr:`ClipInfo.gaps`.
 
+Sealed segments (``homewarden.services.sealed_footage``): a ``reader`` hands over a segment's
+plaintext in memory (PyAV demuxes it from a ``BytesIO``), so decrypted footage never touches
+the disk on the way in; whatever the reader raises (the keys are locked, a segment was
+tampered with) ends the composition and reaches the caller: such a segment is never skipped
+quietly.
+
 The output file (``out``) is the caller's path, so it is handled with care: nothing that is
 not a regular file is ever replaced (``-o /dev/full`` must not turn a device into a file), an
 existing file only with ``overwrite=True``, and a missing directory is an error, never
@@ -32,9 +38,10 @@ swap it in between, as they could replace ``out`` itself.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +263,7 @@ def compose_clip(
     out: Path,
     *,
     overwrite: bool = False,
+    reader: Callable[[Path], bytes | None] | None = None,
 ) -> ClipInfo:
     """Remux the footage of ``[start, end]`` from segment files into one MP4 at ``out``.
 
@@ -266,6 +274,8 @@ def compose_clip(
         out: output path, in an existing directory; written as ``<out>.part`` (created
             exclusively) and renamed when complete. See the module docstring.
         overwrite: replace ``out`` if it is an existing regular file (never anything else).
+        reader: the plaintext of a segment file in memory (a sealed one, opened), or None to
+            read the file itself; what it raises is raised here (see the module docstring).
 
     Returns:
         :class:`ClipInfo` of what the clip covers.
@@ -285,7 +295,7 @@ def compose_clip(
     _create_part(tmp, out)
     sink = _Out(tmp, out)
     try:
-        return _compose(parts, start, end, out, sink, overwrite=overwrite)
+        return _compose(parts, start, end, out, sink, overwrite=overwrite, reader=reader)
     except BaseException:
         sink.discard()
         raise
@@ -299,6 +309,7 @@ def _compose(
     sink: _Out,
     *,
     overwrite: bool,
+    reader: Callable[[Path], bytes | None] | None,
 ) -> ClipInfo:
     gaps: list[tuple[float, float]] = []
     skipped: list[Path] = []
@@ -314,8 +325,9 @@ def _compose(
                 break
             if next_start is not None and next_start <= start:
                 continue  # wholly before the span (the next one starts before ``start``)
+            plain = reader(path) if reader is not None else None
             try:
-                src = av.open(str(path), mode="r")
+                src = av.open(str(path) if plain is None else io.BytesIO(plain), mode="r")
             except (av.error.FFmpegError, OSError):
                 skipped.append(path)
                 gaps.append((max(seg_start, start), min(next_start or end, end)))

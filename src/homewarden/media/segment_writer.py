@@ -134,11 +134,12 @@ class SegmentWriter:
             self._discard()
             raise _storage_error("write", self.part_path, exc) from exc
 
-    def close(self) -> int:
-        """Finish the file and rename ``.part`` to the final name atomically.
+    def close(self, *, place: bool = True) -> int:
+        """Finish the file and rename ``.part`` to the final name atomically; with ``place``
+        False the finished file is left at :attr:`part_path` for the caller (who seals it).
 
         Returns:
-            The final file's size in bytes.
+            The finished file's size in bytes.
 
         Raises:
             StorageError: nothing was written, or finishing/renaming failed (``.part`` removed).
@@ -151,6 +152,8 @@ class SegmentWriter:
         try:
             self._out.close()
             self._closed = True
+            if not place:
+                return self.part_path.stat().st_size
             os.replace(self.part_path, self.final_path)
             return self.final_path.stat().st_size
         except (av.error.FFmpegError, OSError) as exc:

@@ -69,7 +69,7 @@ class MqttClient:
     Args:
         host, port: the broker.
         client_id: the MQTT client identifier (3.1.3.1); a second client with the same id
-            takes the connection over, so it must be unique per deployment.
+            takes the connection over (3.1.4), so it must be unique per process.
         username, password: credentials (3.1.3.4-5), or None.
         keepalive: seconds between the client's pings (3.1.2.10).
         will: the last will, or None.

@@ -60,7 +60,9 @@ from homewarden.media.redact import DETECT_EVERY, redact_clip
 from homewarden.services.audit import AuditLog
 from homewarden.services.package_verify import AuditProof, AuditRecord
 from homewarden.services.queries import MAX_CLIP_SECONDS
+from homewarden.services.sealed_footage import KeySource, open_sealed_segment
 from homewarden.store.index import Index
+from homewarden.store.records import SegmentRecord
 from homewarden.timefmt import utc_text
 
 #: Legal basis stated for an owner's own export (no disclosure request).
@@ -153,9 +155,14 @@ class EvidenceService:
         max_file_seconds: float = MAX_CLIP_SECONDS,
         detect_every: int = DETECT_EVERY,
         progress: ProgressFn | None = None,
+        keys: KeySource | None = None,
     ) -> PackageResult:
         """Write the evidence package of ``cameras`` over ``[start, end]`` (UTC epoch s)
         into ``out_dir`` as ``<id>/`` and ``<id>.zip``.
+
+        ``keys``: the household keys of the owner's unlocked session, which open sealed
+        segments (``storage.sealed``; :mod:`homewarden.services.sealed_footage`) in memory;
+        without them a scope holding sealed footage is :class:`KeysLockedError`.
 
         ``request_id``/``legal_basis``: the disclosure request being fulfilled (its id is the
         package id); without one this is an owner's export, id ``export-<UTC>-<random>``.
@@ -167,6 +174,8 @@ class EvidenceService:
             StorageError: ``out_dir`` is not a directory, the package exists, or writing fails.
             AuditUnavailableError: the export cannot be written to the audit log (no package).
             MediaError, ClipError: the footage cannot be remuxed or redacted.
+            KeysLockedError, KeyUnavailableError: sealed footage and no key to open it.
+            SealedDataError: a sealed segment does not open (tampered): no package.
         """
         cams = self._check(cameras, start, end, out_dir, reason, max_file_seconds)
         household = self._settings.camera_household(cams[0])
@@ -198,7 +207,7 @@ class EvidenceService:
                 withheld_dir, held_part, package_id,
                 actor=actor, reason=reason, redact=redact, request_id=request_id,
                 legal_basis=legal_basis, max_file_seconds=max_file_seconds,
-                detect_every=detect_every, progress=progress, now=now,
+                detect_every=detect_every, progress=progress, now=now, keys=keys,
             )  # fmt: skip
         except BaseException:
             for p in (work, held_part):
@@ -263,6 +272,7 @@ class EvidenceService:
         detect_every: int,
         progress: ProgressFn | None,
         now: float,
+        keys: KeySource | None = None,
     ) -> PackageResult:
         clips = work / pkg.CLIPS_DIR
         clips.mkdir()
@@ -271,12 +281,18 @@ class EvidenceService:
         for cam in cams:
             segs = self._index.segments(cam, start, end)
             parts = [(media / s.path, s.start) for s in segs]
+            sealed = {media / s.path: s for s in segs if s.sealed}
+
+            def reader(path: Path, sealed: dict[Path, SegmentRecord] = sealed) -> bytes | None:
+                seg = sealed.get(path)
+                return None if seg is None else open_sealed_segment(media, seg, household, keys)
+
             a = start
             while a < end and parts:
                 b = min(end, a + max_file_seconds)
                 name = f"{pkg.CLIPS_DIR}/{cam}-{_stamp(a)}.mp4"
                 try:
-                    info = compose_clip(parts, a, b, work / name)
+                    info = compose_clip(parts, a, b, work / name, reader=reader)
                 except NotFoundError:
                     a = b
                     continue

@@ -47,6 +47,15 @@ dead worker's lock expires; a long fulfilment keeps it). huey's own ``lock_task`
 its SQLite lock cannot expire (a crashed worker would stop every later pass) and a fixed
 expiry on Redis would run out under a long fulfilment.
 
+An unreachable queue (Redis down, a wrong ``jobs.redis_url``) stops no one: recording goes
+on, and the passes wait until it is reachable. :meth:`JobQueue.probe` says so once, in one
+warning naming the queue (password hidden); the runtime's pass loops say nothing more until
+the queue takes a pass again (:meth:`JobQueue.note_error`, :meth:`JobQueue.note_ok`, which
+logs that it is reachable again). huey's consumer logs a full traceback at each failed read
+(once a second or more per thread); :class:`QueueErrorThrottle` lets one such record of each
+kind through per :data:`QUEUE_ERROR_LOG_INTERVAL` s, on one line, with the count of those
+held back.
+
 Stopping: :meth:`JobConsumer.stop` waits for the jobs running to finish (up to a timeout);
 an export still running then is queued again (same job id, so it cannot make a second
 package).
@@ -131,6 +140,12 @@ POLL_MAX_DELAY = 1.0
 HEALTH_INTERVAL = 10.0
 #: Seconds ``homewarden worker`` waits for running jobs to finish when told to stop.
 WORKER_STOP_TIMEOUT = 60.0
+#: Seconds between two huey read-error records of one kind let through to the log.
+QUEUE_ERROR_LOG_INTERVAL = 60.0
+#: huey's consumer loggers whose queue read errors are throttled, and those errors' messages
+#: (huey/consumer.py: ``Worker.loop``, ``Scheduler.loop``).
+HUEY_CONSUMER_LOGGERS = ("huey.consumer.Worker", "huey.consumer.Scheduler")
+HUEY_READ_ERRORS = frozenset({"Error reading from queue", "Error reading schedule."})
 
 PassName = Literal["retention", "disclosure"]
 _PASSES: tuple[PassName, ...] = ("retention", "disclosure")
@@ -212,6 +227,77 @@ class ExportRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"{folder / RECORD_FILE} is not a job record: {exc}") from exc
+
+
+class QueueErrorThrottle(logging.Filter):
+    """A filter for huey's consumer loggers (:data:`HUEY_CONSUMER_LOGGERS`): of the records
+    of an unreachable queue (:data:`HUEY_READ_ERRORS`) it lets one per message through per
+    ``interval`` seconds, on one line (the exception's type and text instead of the
+    traceback) with the count of those held back since the last one; every other record
+    passes untouched.
+
+    Args:
+        interval: seconds between two records of one message let through.
+        clock: a monotonic clock, seconds.
+    """
+
+    def __init__(
+        self,
+        interval: float = QUEUE_ERROR_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}  # message -> when one was last let through
+        self._held: dict[str, int] = {}  # message -> records held back since
+
+    @property
+    def failing(self) -> bool:
+        """Whether a read error was seen since the start or the last :meth:`reset`."""
+        with self._lock:
+            return bool(self._last)
+
+    def reset(self) -> None:
+        """The queue answers again: the next read error is let through at once."""
+        with self._lock:
+            self._last.clear()
+            self._held.clear()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` goes on to the handlers (rewritten to one line when it is a
+        read error let through)."""
+        if record.msg not in HUEY_READ_ERRORS:
+            return True
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(record.msg)
+            if last is not None and now - last < self._interval:
+                self._held[record.msg] = self._held.get(record.msg, 0) + 1
+                return False
+            self._last[record.msg] = now
+            held = self._held.pop(record.msg, 0)
+        exc = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage()
+        if exc is not None:
+            text += f": {type(exc).__name__}: {exc}"
+        text += f" (logged at most once every {self._interval:g} s"
+        text += f"; {held} more since the last)" if held else ")"
+        record.msg, record.args = text, ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+#: The process's throttle, on huey's consumer loggers from the first :class:`JobConsumer`.
+_QUEUE_ERRORS = QueueErrorThrottle()
+
+
+def _throttle_huey_read_errors() -> None:
+    for name in HUEY_CONSUMER_LOGGERS:
+        logger = logging.getLogger(name)
+        if _QUEUE_ERRORS not in logger.filters:
+            logger.addFilter(_QUEUE_ERRORS)
 
 
 class _SignedSerializer(Serializer):  # type: ignore[misc]  # huey is untyped
@@ -481,6 +567,7 @@ class JobQueue:
         self._open_lock = threading.Lock()
         self._export_retries = export_retries
         self._retry_delay = retry_delay
+        self._down = threading.Event()  # unreachable, as last said in the log
         jobs = settings.jobs
         serializer = _SignedSerializer(_queue_key(settings.keys_dir))
         common: dict[str, Any] = {
@@ -595,6 +682,49 @@ class JobQueue:
         with self._errors("read the queue depth"):
             return QueueDepth(int(self.huey.pending_count()), int(self.huey.scheduled_count()))
 
+    @property
+    def down(self) -> bool:
+        """Whether the queue was last found unreachable (by :meth:`probe` or
+        :meth:`note_error`) and not reachable since."""
+        return self._down.is_set()
+
+    def probe(self, *, quiet: bool = False) -> bool:
+        """Whether the queue answers now (its depth is read). The first time it does not,
+        one warning says so, naming the queue (password hidden), and that retention and
+        disclosure passes wait until it is reachable; when it answers again after that,
+        :meth:`note_ok` logs it. ``quiet``: no warning (a check repeated while down)."""
+        try:
+            self.depth()
+        except JobQueueError as exc:
+            if not quiet and not self._down.is_set():
+                log.warning(
+                    "job queue %s is unreachable (%s): recording goes on; retention and "
+                    "disclosure passes and exports wait until it is reachable",
+                    self.where,
+                    exc.__cause__ or exc,
+                )
+            self._down.set()
+            return False
+        self.note_ok()
+        return True
+
+    def note_error(self, what: str, exc: HomeWardenError) -> None:
+        """Log that ``what`` failed with ``exc``: at error level when the queue was not
+        known to be down (it is from now on), else at debug (said already)."""
+        if self._down.is_set():
+            log.debug("%s: %s", what, exc)
+            return
+        self._down.set()
+        log.error("%s: %s", what, exc)
+
+    def note_ok(self) -> None:
+        """The queue answered: when it was down (or huey's reads failed), log that it is
+        reachable again (once)."""
+        if self._down.is_set() or _QUEUE_ERRORS.failing:
+            self._down.clear()
+            _QUEUE_ERRORS.reset()
+            log.info("job queue %s is reachable again", self.where)
+
     def export_record(self, job_id: str) -> ExportRecord | None:
         """The record of export job ``job_id``, or None while it has none (queued, running,
         or waiting for a retry).
@@ -620,9 +750,10 @@ class JobQueue:
         metadata = getattr(raw, "metadata", None)
         return str(metadata.get("error")) if isinstance(metadata, dict) else None
 
-    def consumer(self, workers: int) -> JobConsumer:
-        """A consumer of ``workers`` threads running this queue's jobs in this process."""
-        return JobConsumer(self, workers)
+    def consumer(self, workers: int, *, health_interval: float = HEALTH_INTERVAL) -> JobConsumer:
+        """A consumer of ``workers`` threads running this queue's jobs in this process
+        (``health_interval``: see :class:`JobConsumer`)."""
+        return JobConsumer(self, workers, health_interval=health_interval)
 
     def close(self) -> None:
         """Close the queue's connections and the services this queue opened itself."""
@@ -857,17 +988,23 @@ class _Consumer(Consumer):  # type: ignore[misc]  # huey is untyped
 class JobConsumer:
     """Worker threads running a :class:`JobQueue`'s jobs in this process (huey's consumer
     with thread workers, and its scheduler thread for retries), plus a check every
-    :data:`HEALTH_INTERVAL` s that replaces a dead thread.
+    ``health_interval`` s (default :data:`HEALTH_INTERVAL`) that replaces a dead thread and,
+    while the queue is unreachable, whether it is reachable again (then logged). huey's
+    read errors are throttled (:class:`QueueErrorThrottle`).
 
     Raises:
         InvalidRequestError: ``workers`` below 1.
     """
 
-    def __init__(self, queue: JobQueue, workers: int) -> None:
+    def __init__(
+        self, queue: JobQueue, workers: int, *, health_interval: float = HEALTH_INTERVAL
+    ) -> None:
         if workers < 1:
             raise InvalidRequestError("a job consumer needs at least one worker thread")
+        _throttle_huey_read_errors()
         self._queue = queue
         self.workers = workers
+        self._health_interval = health_interval
         self._consumer = _Consumer(
             queue.huey,
             workers=workers,
@@ -883,14 +1020,17 @@ class JobConsumer:
 
     def start(self) -> None:
         """Start the threads."""
+        _QUEUE_ERRORS.reset()  # another consumer's errors (of another queue) are not ours
         self._consumer.start()
         self._supervisor = threading.Thread(target=self._supervise, name="jobs-health", daemon=True)
         self._supervisor.start()
         log.info("job consumer: %d worker thread(s) on %s", self.workers, self._queue.where)
 
     def _supervise(self) -> None:
-        while not self._stop.wait(HEALTH_INTERVAL):
+        while not self._stop.wait(self._health_interval):
             self._consumer.check_worker_health()
+            if self._queue.down or _QUEUE_ERRORS.failing:
+                self._queue.probe(quiet=True)
 
     def stop(self, timeout: float) -> None:
         """Let the running jobs finish, waiting up to ``timeout`` seconds; an export still

@@ -48,10 +48,14 @@ from homewarden.errors import (
     FootageUnavailableError,
     MediaError,
     NotFoundError,
+    SealedDataError,
+    StorageError,
 )
 from homewarden.media import fmp4
 from homewarden.services.audit import AuditLog
+from homewarden.services.sealed_footage import KeySource, open_sealed_segment
 from homewarden.store.index import Index
+from homewarden.store.records import SegmentRecord
 from homewarden.timefmt import utc_text
 
 #: How often a feed looks for new fragments (s); adds at most this much latency.
@@ -489,24 +493,29 @@ class LiveService:
 
     # snapshots
 
-    def latest_jpeg(self, camera: str) -> tuple[bytes, float]:
+    def latest_jpeg(self, camera: str, keys: KeySource | None = None) -> tuple[bytes, float]:
         """A JPEG of the newest keyframe of ``camera``, and its UTC time (epoch seconds): the
         last complete fragment of the segment in progress, else of the newest finished one.
+        A finished segment that is sealed (``storage.sealed``) is opened in memory with
+        ``keys`` (the viewer's unlocked session), and skipped without them; one that does
+        not open (tampered) is logged by the opener and skipped.
 
         Raises:
             NotFoundError: an unknown camera.
             FootageUnavailableError: no footage at all, or none that decodes.
         """
         self.require_camera(camera)
-        candidates: list[tuple[Path, float]] = []
+        candidates: list[tuple[Path, float, SegmentRecord | None]] = []
         part = self.newest_part(camera)
         if part is not None:
-            candidates.append(part)
+            candidates.append((*part, None))
         last = self._index.last_segment_end(camera)
         if last is not None:
             for seg in reversed(self._index.segments(camera, since=last - 1.0)):
-                candidates.append((self.media_dir / seg.path, seg.start))
-        for path, start in candidates:
+                if seg.sealed and keys is None:
+                    continue
+                candidates.append((self.media_dir / seg.path, seg.start, seg))
+        for path, start, sealed in candidates:
             try:
                 st = path.stat()
             except OSError:
@@ -514,15 +523,32 @@ class LiveService:
             key = (path, st.st_size, st.st_mtime_ns)
             cached = self._jpeg_cache.get(camera)
             if cached is not None and cached[0] == key:
+                if sealed is not None and keys is not None:  # this viewer must hold its key
+                    keys(self._settings.camera_household(camera), sealed.key_id or b"")
                 return cached[1]
-            found = _newest_keyframe(path, start)
+            if sealed is not None:
+                try:
+                    data = open_sealed_segment(
+                        self.media_dir, sealed, self._settings.camera_household(camera), keys
+                    )
+                except (SealedDataError, StorageError):
+                    continue
+                found = _newest_keyframe_in(data, start)
+            else:
+                found = _newest_keyframe(path, start)
             if found is not None:
                 self._jpeg_cache[camera] = (key, found)  # pages refresh every 2 s
                 return found
         raise FootageUnavailableError(self.offline_message(camera))
 
     def snapshot(
-        self, camera: str, *, actor: Actor, access: Access, reason: str
+        self,
+        camera: str,
+        *,
+        actor: Actor,
+        access: Access,
+        reason: str,
+        keys: KeySource | None = None,
     ) -> tuple[bytes, float]:
         """:meth:`latest_jpeg` for ``actor``, audited as ``footage:snapshot:view`` (at most
         one entry per actor and camera in :data:`SNAPSHOT_AUDIT_SECONDS`; the entry is
@@ -531,7 +557,7 @@ class LiveService:
         Raises:
             as :meth:`latest_jpeg`; AuditUnavailableError: the entry cannot be written.
         """
-        image, at = self.latest_jpeg(camera)
+        image, at = self.latest_jpeg(camera, keys)
         key = (str(actor.kind), actor.id, camera)
         now = self._clock()
         with self._snap_lock:
@@ -576,6 +602,14 @@ def _newest_keyframe(path: Path, start: float) -> tuple[bytes, float] | None:
     starts on a keyframe, or None (no such fragment, unreadable, undecodable)."""
     try:
         data = path.read_bytes()
+    except OSError:
+        return None
+    return _newest_keyframe_in(data, start)
+
+
+def _newest_keyframe_in(data: bytes, start: float) -> tuple[bytes, float] | None:
+    """:func:`_newest_keyframe` of a segment's bytes in memory."""
+    try:
         boxes, _ = fmp4.complete_boxes(data)
         moov = next((b for b in boxes if b.type == "moov"), None)
         if moov is None:

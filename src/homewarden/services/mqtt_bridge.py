@@ -47,7 +47,15 @@ change in the app (stored, audited as ``setting:value:change`` by actor ``system
 applied to the recorders by ``Runtime.apply_cameras``). A retained command handed over at
 subscription time is ignored: the broker would hand it over again at every reconnect and
 undo the owner's later changes (the retain flag is set on delivery only then, MQTT 3.1.1
-section 3.3.1.3). So are malformed payloads and unknown cameras, each with a log line.
+section 3.3.1.3). So are malformed payloads and unknown cameras, each with a log line. An
+empty payload is a retained message being cleared (``mosquitto_pub -r -n``, as that log line
+asks; 3.3.1.3), ignored at debug level; a message on an unknown ``P/<camera>/<x>/set`` topic
+is logged once per topic at info.
+
+One bridge per deployment: it follows the deployment's events once, so ``homewarden run``
+starts it on the roles ``all`` and ``web`` only (recorder nodes write their events to the
+shared index, and the web node publishes them). Its default client id names the node
+(:func:`default_client_id`), so two processes never take each other's connection over.
 
 Home Assistant discovery (docs "MQTT Discovery"): per camera a ``binary_sensor`` (device
 class ``motion``), a ``camera`` (the snapshot topic; only with snapshots) and two ``switch``
@@ -75,6 +83,7 @@ import json
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -98,6 +107,7 @@ from homewarden.notify.mqtt import Message, MqttClient
 from homewarden.services.audit import AuditLog
 from homewarden.services.cameras import CameraAdmin
 from homewarden.services.event_follow import EventFollower
+from homewarden.services.sealed_footage import SEALED_SUFFIX
 from homewarden.store.index import MAX_PAGE, Index
 from homewarden.store.records import EventRecord
 from homewarden.store.webhook_store import EventCursors
@@ -118,6 +128,8 @@ MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
 MAX_COMMAND_BYTES = 32
 #: The bridge's cursor in the shared ``event_cursors`` table.
 CURSOR_NAME = "mqtt"
+#: Distinct unknown command topics logged (each once); later ones are logged at debug.
+MAX_UNKNOWN_TOPICS_LOGGED = 64
 _NODE_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -263,6 +275,17 @@ def node_id(topic_prefix: str) -> str:
     return _NODE_CHARS.sub("_", topic_prefix)
 
 
+def default_client_id(topic_prefix: str, node: str) -> str:
+    """``homewarden-<prefix>-<node>`` (each part as :func:`node_id` makes it): the bridge's
+    MQTT client id unless ``mqtt.client_id`` is set. The node name is in it because a second
+    CONNECT with a client id already connected takes that connection over (MQTT 3.1.1
+    section 3.1.4, step 2): two nodes sharing one id would knock each other off the broker
+    at every reconnect. A node keeps its id across restarts, so a restarted bridge takes
+    its dead predecessor's connection over at once (instead of that one's last will saying
+    ``offline`` a keepalive later)."""
+    return f"homewarden-{node_id(topic_prefix)}-{node_id(node)}"
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """The bridge's topic names (see the module docstring's table)."""
@@ -302,8 +325,9 @@ class Topics:
         return f"{self.prefix}/{camera}/{switch}/set"
 
     def command_filters(self) -> list[str]:
-        """Subscription filters of every camera's commands."""
-        return [f"{self.prefix}/+/{s}/set" for s in Switch]
+        """Subscription filters of every camera's commands: every ``P/<camera>/<x>/set``,
+        so a command on an unknown ``<x>`` is heard (and logged) rather than lost."""
+        return [f"{self.prefix}/+/+/set"]
 
     def parse_command(self, topic: str) -> tuple[str, Switch] | None:
         """(camera, switch) of a command topic, or None when ``topic`` is not one."""
@@ -463,6 +487,8 @@ class MqttBridge:
             line even when ``mqtt.commands`` is on).
         clock: now as UTC epoch seconds (the event cursor's time; the shared follower
             passes over events that started long before they are seen).
+        node: the node's name (``homewarden run --node``; default the host name), part of
+            the default client id (:func:`default_client_id`).
         interval: seconds between polls of the index.
         reconnect_min, reconnect_max: seconds between reconnect attempts (doubling).
 
@@ -478,6 +504,7 @@ class MqttBridge:
         *,
         cameras: CameraAdmin | None = None,
         clock: Callable[[], float] = time.time,
+        node: str | None = None,
         interval: float = POLL_INTERVAL,
         reconnect_min: int = 1,
         reconnect_max: int = 30,
@@ -497,6 +524,7 @@ class MqttBridge:
         self._follower = EventFollower(index, CURSOR_NAME, self._fresh.append, clock=clock)
         self._open = OpenEvents(index)
         self._primed = False
+        self._unknown_topics: set[str] = set()  # unknown command topics logged once
         self._inbox: queue.Queue[object] = queue.Queue()
         self._state = _State()
         self._stop = threading.Event()
@@ -504,7 +532,8 @@ class MqttBridge:
         self._client = MqttClient(
             cfg.host,
             cfg.port,
-            client_id=cfg.client_id or f"homewarden-{node_id(cfg.topic_prefix)}",
+            client_id=cfg.client_id
+            or default_client_id(cfg.topic_prefix, node or socket.gethostname()),
             username=cfg.username,
             password=cfg.password,
             keepalive=cfg.keepalive,
@@ -728,6 +757,9 @@ class MqttBridge:
         if path is None:
             log.warning("mqtt: event %d: snapshot path outside the snapshot dir", event.id)
             return
+        if path.name.endswith(SEALED_SUFFIX):  # storage.sealed: only a session opens it
+            log.info("mqtt: event %d: snapshot is sealed to the household key; not sent", event.id)
+            return
         try:
             if path.stat().st_size > MAX_SNAPSHOT_BYTES:
                 log.warning(
@@ -765,10 +797,20 @@ class MqttBridge:
     def _command(self, message: Message) -> None:
         """Apply one command message (see the module docstring); never raises for a bad one."""
         parsed = self._topics.parse_command(message.topic)
-        if parsed is None:
-            log.warning("mqtt: ignored a message on %r: not a command topic", message.topic)
+        if parsed is None:  # once per topic: a client repeating it cannot flood the log
+            seen = message.topic in self._unknown_topics
+            if not seen and len(self._unknown_topics) < MAX_UNKNOWN_TOPICS_LOGGED:
+                self._unknown_topics.add(message.topic)
+                log.info("mqtt: ignored a message on %r: not a command topic", message.topic)
+            else:
+                log.debug("mqtt: ignored a message on %r: not a command topic", message.topic)
             return
         camera, switch = parsed
+        if not message.data:
+            # A retained message being deleted (MQTT 3.1.1 section 3.3.1.3), e.g. the owner
+            # clearing a stale command with `mosquitto_pub -r -n` as the warning below asks.
+            log.debug("mqtt: ignored an empty payload on %r (retained one cleared)", message.topic)
+            return
         if message.retain:
             log.warning(
                 "mqtt: ignored a retained command on %r (clear it: a retained command would "

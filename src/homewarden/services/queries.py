@@ -17,6 +17,12 @@ camera, and staff support without a support grant in force, get
 :class:`PermissionDeniedError`. Footage audit entries carry the camera's household and the
 ground of the access in their reason (``"api; support grant 7"``), so every use of a support
 grant is on the record.
+
+Sealed footage (``storage.sealed``, :mod:`homewarden.services.sealed_footage`): clips and
+snapshots of sealed files open with ``keys``, the household keys of the caller's unlocked
+session, in memory; the composed clip is cached sealed to a key that lives only in this
+process's memory (:attr:`ClipFile.sealed`, served by :meth:`Queries.clip_chunks`), so no
+plaintext clip stays on disk and a player's range requests do not compose it again.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import hashlib
 import math
 import os
 import shutil
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +44,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from homewarden import __version__
 from homewarden.config import Settings, SettingsSource, settings_reader
+from homewarden.crypto.household_keys import generate_household_key
+from homewarden.crypto.sealing import (
+    HEADER_SIZE,
+    SegmentIdentity,
+    SegmentOpener,
+    SegmentSealer,
+    open_header,
+)
 from homewarden.domain import permissions
 from homewarden.domain.audit import Actor, AuditTag
 from homewarden.domain.permissions import Access, CameraAccess, Principal
@@ -45,14 +60,23 @@ from homewarden.errors import (
     AuditUnavailableError,
     DatabaseError,
     InvalidRequestError,
+    KeysLockedError,
     NotFoundError,
     PermissionDeniedError,
     StorageError,
 )
 from homewarden.media.clip import ClipInfo, compose_clip
 from homewarden.services.audit import AuditLog
+from homewarden.services.sealed_footage import (
+    SEALED_SUFFIX,
+    SIGN_IN_AGAIN,
+    KeySource,
+    open_sealed_segment,
+    open_sealed_snapshot,
+)
 from homewarden.store.index import Index
 from homewarden.store.records import EventRecord, GapRecord, SegmentRecord
+from homewarden.store.sealed_files import iter_sealed_range, write_sealed_file
 from homewarden.timefmt import utc_text
 
 #: Longest span one clip may cover. A clip is remuxed into a file before it is served; an
@@ -356,7 +380,10 @@ class HealthView:
 @dataclass(frozen=True, slots=True)
 class ClipFile:
     """A composed clip on disk; ``[start, end]`` (UTC epoch seconds) is what it really covers
-    (inside the requested span), ``duration`` the presented seconds, ``bytes`` its size."""
+    (inside the requested span), ``duration`` the presented seconds, ``bytes`` its size.
+    ``sealed``: composed from sealed segments, the file at ``path`` is the clip sealed to
+    the clip cache's own key, which exists only in this process's memory (``bytes`` is the
+    plaintext size): serve it with :meth:`Queries.clip_chunks`, never as a file."""
 
     path: Path
     camera: str
@@ -364,6 +391,13 @@ class ClipFile:
     end: float
     duration: float
     bytes: int
+    sealed: bool = False
+
+
+#: Name prefix of the private directories sealed clips are composed in (removed at once).
+SEALED_CLIP_PREFIX = "sealed-"
+#: File name suffix of a cached clip sealed to the cache's in-memory key.
+SEALED_CLIP_SUFFIX = ".hwclip"
 
 
 def _no_statuses() -> Mapping[str, CameraStatusLike]:
@@ -406,6 +440,10 @@ class Queries:
         self._clip_dir = self._settings.cache_dir / "clips"
         self._clip_lock = threading.Lock()
         self._clip_infos: dict[Path, ClipInfo] = {}
+        # Clips of sealed footage are cached sealed to this key, which is never stored: a
+        # restart makes them unreadable, and pruning removes them (see _sealed_clip).
+        self._cache_key = generate_household_key()
+        self._sealed_clip_ids: dict[Path, SegmentIdentity] = {}
         self._playback_audited: dict[tuple[Actor, str, float, float], float] = {}
 
     @property
@@ -710,26 +748,72 @@ class Queries:
             LogTamperedError: the audit log cannot be extended (nothing is served).
         """
         ev, access = self._event(event_id, viewer)
+        path = self._snapshot_file(ev)
+        if path.name.endswith(SEALED_SUFFIX):
+            raise KeysLockedError(
+                f"{SIGN_IN_AGAIN}: event {event_id}'s snapshot is sealed (use snapshot_jpeg)"
+            )
+        self._account_snapshot(ev, actor, _grounded(reason, access))
+        return path
+
+    def snapshot_jpeg(
+        self,
+        event_id: int,
+        *,
+        actor: Actor,
+        reason: str,
+        viewer: Principal | None = None,
+        keys: KeySource | None = None,
+    ) -> bytes:
+        """The JPEG snapshot of an event in memory, as :meth:`snapshot`; a sealed one
+        (``storage.sealed``) is opened with ``keys`` (the caller's unlocked session) before
+        the audit entry is written, so one that does not open is never accounted as seen.
+
+        Raises:
+            As :meth:`snapshot`; KeysLockedError, KeyUnavailableError: a sealed snapshot and
+            no key for it; SealedDataError: it does not open (tampered); StorageError: the
+            file cannot be read.
+        """
+        ev, access = self._event(event_id, viewer)
+        path = self._snapshot_file(ev)
+        if path.name.endswith(SEALED_SUFFIX):
+            root = self._settings.snapshot_dir.resolve()
+            if not path.is_relative_to(root):
+                raise NotFoundError(f"event {event_id} snapshot is outside the snapshot dir")
+            household = self._settings.camera_household(ev.camera)
+            rel = path.relative_to(root).as_posix()
+            data = open_sealed_snapshot(root, rel, ev.camera, household, keys)
+        else:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise StorageError(f"cannot read event {event_id}'s snapshot: {exc}") from exc
+        self._account_snapshot(ev, actor, _grounded(reason, access))
+        return data
+
+    def _snapshot_file(self, ev: EventRecord) -> Path:
         if ev.snapshot_path is None:
-            raise NotFoundError(f"event {event_id} has no snapshot")
+            raise NotFoundError(f"event {ev.id} has no snapshot")
         root = self._settings.snapshot_dir.resolve()
         path = Path(ev.snapshot_path)
         path = (path if path.is_absolute() else root / path).resolve()
         # The index is ours, but a path must still not lead outside the data dir.
         if not path.is_relative_to(self._settings.data_dir.resolve()):
-            raise NotFoundError(f"event {event_id} snapshot is outside the data dir")
+            raise NotFoundError(f"event {ev.id} snapshot is outside the data dir")
         if not path.is_file():
-            raise NotFoundError(f"event {event_id} snapshot file is missing")
+            raise NotFoundError(f"event {ev.id} snapshot file is missing")
+        return path
+
+    def _account_snapshot(self, ev: EventRecord, actor: Actor, reason: str) -> None:
         self._account(
             AuditTag.FOOTAGE_SNAPSHOT_VIEW,
             actor,
-            _grounded(reason, access),
+            reason,
             camera=ev.camera,
             start=ev.start,
             end=ev.end if ev.end is not None else ev.start,
             event=ev.id,
         )
-        return path
 
     # clips
 
@@ -741,6 +825,7 @@ class Queries:
         reason: str,
         viewer: Principal | None = None,
         playback: bool = False,
+        keys: KeySource | None = None,
     ) -> ClipFile:
         """A clip of an event, from its start to its end (or the newest footage while open),
         for ``actor`` because of ``reason``; audited as ``footage:clip:download``, or with
@@ -764,7 +849,7 @@ class Queries:
             end = max(s.end for s in segs)
         if end <= ev.start:
             raise NotFoundError(f"event {event_id} has no footage span")
-        clip = self._cached_clip(ev.camera, ev.start, end)
+        clip = self._cached_clip(ev.camera, ev.start, end, keys)
         self._audit_clip(clip, actor, _grounded(reason, access), event=ev.id, playback=playback)
         return clip
 
@@ -778,6 +863,7 @@ class Queries:
         reason: str,
         viewer: Principal | None = None,
         playback: bool = False,
+        keys: KeySource | None = None,
     ) -> ClipFile:
         """A clip of ``camera`` over ``[start, end]``, remuxed (never re-encoded) from the
         segments into the clip cache and reused for :data:`CLIP_CACHE_SECONDS`, for ``actor``
@@ -796,10 +882,15 @@ class Queries:
             ClipError, StorageError: the segments cannot be remuxed.
             AuditUnavailableError: the audit entry cannot be written (nothing is served).
             LogTamperedError: the audit log cannot be extended (nothing is served).
+            KeysLockedError: sealed segments (``storage.sealed``) and ``keys`` is None or
+                not unlocked; KeyUnavailableError: the caller holds no key of a segment's
+                version; SealedDataError: a sealed segment does not open (tampered: the
+                error names it). Such a clip is cached sealed (:attr:`ClipFile.sealed`):
+                serve it with :meth:`clip_chunks`.
         """
         self._check_clip_span(start, end)
         access = self._require_camera(camera, viewer)
-        clip = self._cached_clip(camera, start, end)
+        clip = self._cached_clip(camera, start, end, keys)
         self._audit_clip(clip, actor, _grounded(reason, access), playback=playback)
         return clip
 
@@ -837,10 +928,14 @@ class Queries:
             with self._clip_lock:
                 self._playback_audited[key] = now
 
-    def _cached_clip(self, camera: str, start: float, end: float) -> ClipFile:
+    def _cached_clip(
+        self, camera: str, start: float, end: float, keys: KeySource | None
+    ) -> ClipFile:
         self._check_clip_span(start, end)
         self._require_camera(camera)
         segs = self._clip_segments(camera, start, end)
+        if any(s.sealed for s in segs):
+            return self._sealed_clip(camera, segs, start, end, keys)
         key = hashlib.sha256(
             repr((camera, start, end, [(s.path, s.bytes, s.end) for s in segs])).encode()
         ).hexdigest()[:24]
@@ -867,6 +962,104 @@ class Queries:
             self._clip_infos[out] = info
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 
+    def _sealed_clip(
+        self,
+        camera: str,
+        segs: Sequence[SegmentRecord],
+        start: float,
+        end: float,
+        keys: KeySource | None,
+    ) -> ClipFile:
+        """A clip of sealed segments, from the cache when composed within
+        :data:`CLIP_CACHE_SECONDS` (a player's range requests), else opened in memory with
+        ``keys``, composed in a private directory (0700, removed at once) and cached sealed
+        to the cache's in-memory key: no plaintext clip stays on disk. A cached clip is
+        handed out only when ``keys`` opens every key version its segments are sealed to.
+
+        Raises:
+            KeysLockedError, KeyUnavailableError: ``keys`` cannot open them.
+            SealedDataError: a segment does not open (tampered).
+            StorageError, ClipError, NotFoundError: as :meth:`_compose`.
+        """
+        if keys is None:
+            raise KeysLockedError(f"{SIGN_IN_AGAIN}: the footage of camera {camera} is sealed")
+        household = self._settings.camera_household(camera)
+        for key_id in sorted({s.key_id for s in segs if s.key_id is not None}):
+            keys(household, key_id)  # the caller must hold every version, cached or not
+        key = hashlib.sha256(
+            repr(
+                ("sealed", camera, start, end, [(s.path, s.bytes, s.end, s.key_id) for s in segs])
+            ).encode()
+        ).hexdigest()[:24]
+        out = self._clip_dir / f"{camera}-{key}{SEALED_CLIP_SUFFIX}"
+        with self._clip_lock:
+            known = self._clip_infos.get(out)
+        if known is not None and out.is_file():
+            os.utime(out)  # keep a clip that is being watched in the cache
+            return ClipFile(
+                out, camera, known.start, known.end, known.duration, known.bytes, sealed=True
+            )
+        self._prune_clip_cache()
+        try:
+            self._clip_dir.mkdir(parents=True, exist_ok=True)
+            private = Path(tempfile.mkdtemp(prefix=SEALED_CLIP_PREFIX, dir=self._clip_dir))
+        except OSError as exc:
+            raise StorageError(f"cannot create a clip in {self._clip_dir}: {exc}") from exc
+        identity = SegmentIdentity(f"clip-cache/{key}", camera, 0.0)
+        tmp = self._clip_dir / f".{uuid.uuid4().hex}{SEALED_CLIP_SUFFIX}"
+        try:
+            plain = private / "clip.mp4"
+            info = self._compose(segs, start, end, plain, keys=keys)
+            sealer = SegmentSealer(self._cache_key.public, identity)
+            with plain.open("rb") as source:
+                write_sealed_file(tmp, sealer, source, durable=False)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise StorageError(f"cannot write clip {out}: {exc}") from exc
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+            tmp.unlink(missing_ok=True)
+        with self._clip_lock:
+            self._clip_infos[out] = info
+            self._sealed_clip_ids[out] = identity
+        return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes, sealed=True)
+
+    def clip_chunks(self, clip: ClipFile, start: int, end: int) -> Iterator[bytes]:
+        """Plaintext bytes ``[start, end)`` of a :attr:`ClipFile.sealed` clip, one chunk's
+        worth at a time (only the chunks the range needs are read and opened). The file is
+        opened here, so a clip pruned from the cache meanwhile is still served whole.
+
+        Raises:
+            NotFoundError: not a sealed clip of this cache (or of an earlier process).
+            InvalidRequestError: not ``0 <= start <= end <= clip.bytes``.
+            StorageError: the file cannot be read.
+            SealedDataError: the cached file was changed (raised while iterating).
+        """
+        with self._clip_lock:
+            identity = self._sealed_clip_ids.get(clip.path)
+        if not clip.sealed or identity is None:
+            raise NotFoundError(f"no sealed clip {clip.path.name} in this process's cache")
+        try:
+            f = clip.path.open("rb")
+        except OSError as exc:
+            raise StorageError(f"cannot read clip {clip.path}: {exc}") from exc
+        try:
+            opener = SegmentOpener(open_header(f.read(HEADER_SIZE)), self._cache_key, identity)
+            if not 0 <= start <= end <= opener.plaintext_length:
+                raise InvalidRequestError(
+                    f"byte range [{start}, {end}) is outside the clip's "
+                    f"{opener.plaintext_length} bytes"
+                )
+        except BaseException:
+            f.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                yield from iter_sealed_range(f, opener, start, end)
+
+        return chunks()
+
     def write_clip(
         self,
         camera: str,
@@ -877,6 +1070,7 @@ class Queries:
         actor: Actor,
         reason: str,
         overwrite: bool = False,
+        keys: KeySource | None = None,
     ) -> ClipFile:
         """Compose a clip of ``camera`` over ``[start, end]`` straight into ``out``, for
         ``actor`` because of ``reason``; audited as ``footage:clip:download``. The entry is
@@ -893,6 +1087,9 @@ class Queries:
                 its directory does not exist, or it cannot be written.
             AuditUnavailableError: the audit entry cannot be written (nothing is written).
             LogTamperedError: the audit log cannot be extended (nothing is written).
+            KeysLockedError: the span holds sealed segments and ``keys`` is None (the CLI
+                has no signed-in session); checked before the audit entry.
+            KeyUnavailableError, SealedDataError: a sealed segment does not open.
         """
         self._check_clip_span(start, end)
         self._require_camera(camera)
@@ -904,6 +1101,8 @@ class Queries:
                 raise StorageError(f"cannot write clip {out}: it already exists")
         if not out.parent.is_dir():
             raise StorageError(f"cannot write clip {out}: directory {out.parent} does not exist")
+        if keys is None and any(s.sealed for s in segs):  # refused before it is accounted
+            raise KeysLockedError(f"{SIGN_IN_AGAIN}: the footage of camera {camera} is sealed")
         # The file lands where the caller said, outside our control: account for the
         # requested span before a byte of it exists.
         self._account(
@@ -914,7 +1113,7 @@ class Queries:
             start=max(start, min(s.start for s in segs)),
             end=min(end, max(s.end for s in segs)),
         )
-        info = self._compose(segs, start, end, out, overwrite=overwrite)
+        info = self._compose(segs, start, end, out, overwrite=overwrite, keys=keys)
         return ClipFile(out, camera, info.start, info.end, info.duration, info.bytes)
 
     def _account(
@@ -977,10 +1176,22 @@ class Queries:
         out: Path,
         *,
         overwrite: bool = False,
+        keys: KeySource | None = None,
     ) -> ClipInfo:
         media = self._settings.media_dir
         parts = [(media / s.path, s.start) for s in segs]
-        return compose_clip(parts, start, end, out, overwrite=overwrite)
+        sealed = {media / s.path: s for s in segs if s.sealed}
+        if not sealed:
+            return compose_clip(parts, start, end, out, overwrite=overwrite)
+        settings = self._settings
+
+        def reader(path: Path) -> bytes | None:
+            seg = sealed.get(path)
+            if seg is None:
+                return None
+            return open_sealed_segment(media, seg, settings.camera_household(seg.camera), keys)
+
+        return compose_clip(parts, start, end, out, overwrite=overwrite, reader=reader)
 
     def _prune_clip_cache(self) -> None:
         if not self._clip_dir.is_dir():
@@ -988,11 +1199,17 @@ class Queries:
         cutoff = time.time() - CLIP_CACHE_SECONDS  # file mtimes are real wall-clock time
         for f in self._clip_dir.iterdir():
             try:
+                if f.is_dir():
+                    # a sealed clip's private directory left by a process that died composing
+                    if f.name.startswith(SEALED_CLIP_PREFIX) and f.stat().st_mtime < cutoff:
+                        shutil.rmtree(f, ignore_errors=True)
+                    continue
                 if f.stat().st_mtime < cutoff:
                     # Unlinking a file a response still streams is safe on POSIX.
                     f.unlink()
                     with self._clip_lock:
                         self._clip_infos.pop(f, None)
+                        self._sealed_clip_ids.pop(f, None)
             except FileNotFoundError:
                 continue
 

@@ -15,6 +15,13 @@ it, and gaps or events that were never closed. :func:`reconcile` repairs each, b
 4. Gaps and events left open are closed at the camera's last segment end (or at their own
    start when that is earlier or there is no segment).
 
+Sealed footage (``storage.sealed``, :mod:`homewarden.services.sealed_footage`): with
+``sealed`` set, a leftover plaintext ``<start>.mp4.part`` is deleted, never adopted (its
+footage is lost: plaintext must not stay on disk, and salvaging it would leave it readable
+without the household key). A ``<start>.hwseal.part`` (sealing cut short) is deleted whether
+or not sealing is on. A complete ``<start>.hwseal`` without a row cannot be probed without
+the household key, so it is left in place, logged and counted in ``skipped``.
+
 Must run before any recorder starts: a recorder's ``.part`` in progress would look orphaned.
 With ``cameras`` it touches only those cameras' rows and files, so it may run while other
 cameras record (a recorder worker process that died is reconciled so before it restarts).
@@ -33,6 +40,7 @@ from pathlib import Path
 from homewarden.errors import CorruptSegmentError, DatabaseError, HomeWardenError
 from homewarden.media.probe import SegmentProbe, probe_segment, salvage_segment
 from homewarden.services.retention import segment_file
+from homewarden.services.sealed_footage import SEALED_SUFFIX
 from homewarden.store.index import Index
 from homewarden.store.records import NewSegment
 
@@ -40,7 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Where unplayable complete files are moved, under the media dir.
 QUARANTINE = ".corrupt"
-_NAME = re.compile(r"^(?P<start>\d+(?:\.\d+)?)\.mp4(?P<suffix>\.part|\.salvage)?$")
+_NAME = re.compile(
+    r"^(?P<start>\d+(?:\.\d+)?)(?P<ext>\.mp4|\.hwseal)(?P<suffix>\.part|\.salvage)?$"
+)
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HOUR = re.compile(r"^\d{2}$")
 
@@ -98,7 +108,10 @@ def _index_file(
 
 
 class _Reconciler:
-    def __init__(self, index: Index, media_dir: Path, cameras: Collection[str] | None) -> None:
+    def __init__(
+        self, index: Index, media_dir: Path, cameras: Collection[str] | None, sealed: bool
+    ) -> None:
+        self.sealed = sealed
         self.index = index
         self.media_dir = media_dir
         self.cameras = None if cameras is None else frozenset(cameras)
@@ -142,9 +155,25 @@ class _Reconciler:
             self.counts["skipped"] += 1
             return
         camera, start, suffix = parts[0], float(m["start"]), m["suffix"]
-        if suffix == ".salvage":
+        sealed_file = m["ext"] == SEALED_SUFFIX
+        if suffix == ".salvage" or (suffix == ".part" and (sealed_file or self.sealed)):
+            if suffix == ".part":
+                log.info(
+                    "reconcile: removing %s (%s)",
+                    relative,
+                    "sealing cut short" if sealed_file else "plaintext, sealing is on",
+                )
             file.unlink()
             self.counts["parts_removed"] += 1
+            return
+        if sealed_file:
+            if relative not in indexed:
+                log.warning(
+                    "reconcile: sealed %s has no index row; left in place (its duration "
+                    "needs the household key)",
+                    relative,
+                )
+                self.counts["skipped"] += 1
             return
         if suffix == ".part":
             self.part(file, camera, start, relative.removesuffix(".part"))
@@ -216,19 +245,20 @@ class _Reconciler:
 
 
 def reconcile(
-    index: Index, media_dir: Path, cameras: Collection[str] | None = None
+    index: Index, media_dir: Path, cameras: Collection[str] | None = None, *, sealed: bool = False
 ) -> ReconcileReport:
     """Make ``index`` and the segment files under ``media_dir`` agree after a crash.
 
     See the module docstring for the four steps. ``cameras``: reconcile only these cameras
     (their rows, their ``media/<camera>/`` files, their open gaps and events); None: all.
     One file that cannot be handled (permission, I/O error) is logged and counted in
-    ``skipped``; it never stops the others.
+    ``skipped``; it never stops the others. ``sealed`` (``storage.sealed``): leftover
+    plaintext ``.part`` files are deleted, never adopted (see the module docstring).
 
     Raises:
         DatabaseError: the index cannot be read or written.
     """
-    r = _Reconciler(index, media_dir, cameras)
+    r = _Reconciler(index, media_dir, cameras, sealed)
     indexed = r.rows_without_files()
     for file in r.files():
         try:

@@ -62,6 +62,7 @@ from homewarden.media.frames import Decoder, scaled_size, to_bgr, to_jpeg, to_sm
 from homewarden.media.h264 import picture_count
 from homewarden.media.segment_writer import SegmentWriter
 from homewarden.media.source import Source, open_source
+from homewarden.services.sealed_footage import SegmentSealing, seal_segment_file, seal_snapshot
 from homewarden.store.index import Index, SegmentGuard
 from homewarden.store.records import NewSegment
 from homewarden.timefmt import utc_text
@@ -180,6 +181,12 @@ class CameraRecorder:
             fence, :mod:`homewarden.services.leases`); when it raises
             :class:`~homewarden.errors.LeaseLostError` another node records the camera now:
             the segment's file is deleted and this recorder stops.
+        sealing: with ``storage.sealed``, how finished segments are sealed
+            (:mod:`homewarden.services.sealed_footage`): each is written in the clear to its
+            ``.part`` (the live view tails it), sealed to the household's current public key
+            when it closes, and indexed as sealed; the plaintext is then deleted. None: plain
+            ``.mp4`` segments. Event snapshots are sealed too
+            (``<camera>/<event_id>.jpg.hwseal``), from memory.
     """
 
     def __init__(
@@ -192,8 +199,10 @@ class CameraRecorder:
         clock: Callable[[], float] = time.time,
         person_detector: PersonDetecting | None = None,
         segment_guard: SegmentGuard | None = None,
+        sealing: SegmentSealing | None = None,
     ) -> None:
         self.name = name
+        self.sealing = sealing
         self._segment_guard = segment_guard
         self.cam = cam
         self.media_dir = media_dir
@@ -526,12 +535,15 @@ class CameraRecorder:
         path = self.snapshot_dir / rel
         try:
             data = to_jpeg(self._best_frame)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".part")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            if self.sealing is not None:  # sealed in memory: never on disk in the clear
+                rel = seal_snapshot(data, self.snapshot_dir, rel, self.name, self.sealing)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_bytes(data)
+                tmp.replace(path)
             self.index.update_event(self._event_id, snapshot_path=rel)
-        except (OSError, MediaError) as exc:
+        except (OSError, MediaError, StorageError) as exc:
             log.error("camera %s: cannot write snapshot %s: %s", self.name, path, exc)
         self._best_saved = True
 
@@ -644,6 +656,11 @@ class _Connection:
                     self._flush_pending(anchor, pending)
             else:
                 ended = self.source.is_file and not rec.cam.loop and not stop.is_set()
+                if ended:
+                    log.info(
+                        "camera %s: end of file, recording stopped; set loop = true to replay",
+                        rec.name,
+                    )
             if settling and pending:  # a source shorter than the settling time
                 self._flush_pending(anchor, pending)
         finally:
@@ -727,16 +744,28 @@ class _Connection:
         if writer is None:
             return
         self.writer = None
-        size = writer.close()
-        self.rec._segment_done(
+        rec = self.rec
+        sealing = rec.sealing
+        if sealing is None:
+            size = writer.close()
+            path, key_id = self.seg_rel, None
+        else:
+            writer.close(place=False)
+            sealed = seal_segment_file(
+                writer.part_path, rec.media_dir, self.seg_rel, rec.name, self.seg_start, sealing
+            )
+            size, path, key_id = sealed.bytes, sealed.path, sealed.key_id
+        rec._segment_done(
             NewSegment(
-                camera=self.rec.name,
+                camera=rec.name,
                 start=self.seg_start,
                 end=end,
                 bytes=size,
                 keyframes=writer.keyframes,
                 motion_score=self.seg_motion,
-                path=self.seg_rel,
+                path=path,
+                sealed=key_id is not None,
+                key_id=key_id,
             )
         )
 

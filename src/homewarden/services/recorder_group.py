@@ -25,6 +25,7 @@ from homewarden.detect.person import load_person_detector
 from homewarden.errors import LeaseLostError
 from homewarden.services.queries import CameraStatusLike
 from homewarden.services.recorder import CameraRecorder
+from homewarden.services.sealed_footage import SegmentSealing, StoredRecordingKeys
 from homewarden.store.index import Index
 from homewarden.store.lease_store import LeaseStore
 from homewarden.store.lockfile import DataDirLock
@@ -99,6 +100,12 @@ def changed_cameras(
     return stop, start
 
 
+def sealed_household(settings: Settings) -> str | None:
+    """``settings.household`` when new segments are sealed (``storage.sealed``), else None
+    (the ``sealed_household`` of :func:`build_recorders`)."""
+    return settings.household if settings.storage.sealed else None
+
+
 def build_recorders(
     cameras: Mapping[str, CameraSettings],
     *,
@@ -108,6 +115,7 @@ def build_recorders(
     index: Index,
     clock: Callable[[], float] = time.time,
     fence_node: int | None = None,
+    sealed_household: str | None = None,
 ) -> dict[str, CameraRecorder]:
     """One unstarted :class:`CameraRecorder` per camera, with its person detector if enabled.
 
@@ -120,12 +128,18 @@ def build_recorders(
         fence_node: a recorder node's id: each recorder is fenced by the node's current
             lease of its camera (:meth:`~homewarden.store.lease_store.LeaseStore.fence`); a
             camera whose lease the node does not hold is logged and left out.
+        sealed_household: with ``storage.sealed``, the deployment's household
+            (``settings.household``): each camera's segments are sealed to its own
+            household's (this one unless the camera names another) current public key, read
+            from the index (:class:`~homewarden.services.sealed_footage.StoredRecordingKeys`);
+            None: plaintext segments.
 
     Raises:
         DatabaseError: with ``fence_node``, the leases cannot be read.
     """
     recorders: dict[str, CameraRecorder] = {}
     leases = LeaseStore(index) if fence_node is not None else None
+    keys = StoredRecordingKeys(index) if sealed_household is not None else None
     for name, cam in cameras.items():
         guard = None
         if leases is not None and fence_node is not None:
@@ -147,6 +161,9 @@ def build_recorders(
             clock=clock,
             person_detector=detector,
             segment_guard=guard,
+            sealing=None
+            if keys is None or sealed_household is None
+            else SegmentSealing(cam.household or sealed_household, keys),
         )
     return recorders
 
@@ -209,6 +226,7 @@ class ThreadRecorderGroup:
             index=index,
             clock=clock,
             fence_node=fence_node,
+            sealed_household=sealed_household(settings),
         )
         self._cameras = {n: cam for n, cam in cameras.items() if n in self._recorders}
         self._started = False
@@ -251,6 +269,7 @@ class ThreadRecorderGroup:
                 index=self._index,
                 clock=self._clock,
                 fence_node=self._fence_node,
+                sealed_household=sealed_household(settings),
             )
             kept = {n: r for n, r in self._recorders.items() if n not in stop}
             recorders = {**kept, **started}

@@ -26,7 +26,7 @@
    retention loop and the disclosure scheduler queue their passes as jobs (a retention pass
    at once, then every ``storage.retention_interval`` s; a disclosure pass every
    :data:`DISCLOSURE_INTERVAL` s), which any worker of the queue may run;
-7. with ``mqtt.host`` set: starts the MQTT bridge
+7. with ``mqtt.host`` set, on the roles ``all`` and ``web``: starts the MQTT bridge
    (:class:`~homewarden.services.mqtt_bridge.MqttBridge`; stopped after the recorders,
    publishing ``offline``);
 8. with the API: starts the Web Push notifier
@@ -81,7 +81,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from homewarden.config import Settings, SettingsHolder
-from homewarden.errors import ConfigError, HomeWardenError, StorageError
+from homewarden.errors import ConfigError, HomeWardenError, JobQueueError, StorageError
 from homewarden.notify.mail import Mailer
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
@@ -214,7 +214,8 @@ class Runtime:
         role: ``all``, ``recorder`` or ``web`` (see the module docstring); a recorder serves
             no API, whatever ``app_factory``.
         node: a recorder node's name (its lock file, its row in ``recorder_nodes``); default
-            the host name. Two processes never run as one node on one data dir.
+            the host name. Two processes never run as one node on one data dir. Also in the
+            MQTT bridge's default client id.
 
     Raises:
         ConfigError: an unknown role, or the role ``recorder`` on SQLite (leasing cameras
@@ -509,7 +510,7 @@ class Runtime:
         self._index = Index(s.db_url)
         self._index.migrate()
         if self._role == "all":  # a recorder node reconciles each camera as it leases it
-            report = reconcile(self._index, s.media_dir)
+            report = reconcile(self._index, s.media_dir, sealed=s.storage.sealed)
             if any(dataclasses.astuple(report)):
                 log.info("index reconciled with %s: %s", s.media_dir, report)
         self._audit = AuditLog.open(s.db_url, s.keys_dir, household=s.household, clock=self._clock)
@@ -531,8 +532,11 @@ class Runtime:
             )
             self._sth_thread.start()
         self._start_recorders(s)
-        if s.mqtt.host is not None:  # MQTT bridge (services/mqtt_bridge.py)
-            self._mqtt = MqttBridge(self._holder, self._index, self._audit, cameras=self._cameras)
+        if s.mqtt.host is not None and serves:  # MQTT bridge (services/mqtt_bridge.py)
+            # Not on recorder nodes: the web node publishes the events they write.
+            self._mqtt = MqttBridge(
+                self._holder, self._index, self._audit, cameras=self._cameras, node=self._node
+            )
             self._mqtt.start()
         if serves:
             self._retention_thread = threading.Thread(
@@ -601,7 +605,12 @@ class Runtime:
         """
         assert self._index is not None
         if acquired:
-            reconcile(self._index, self.settings.media_dir, cameras=sorted(acquired))
+            reconcile(
+                self._index,
+                self.settings.media_dir,
+                cameras=sorted(acquired),
+                sealed=self.settings.storage.sealed,
+            )
         with self._recording_lock:
             self._recording = held
             recorders = self._recorders
@@ -726,6 +735,7 @@ class Runtime:
             self._index, self._audit, self._holder, disclosure=self._disclosure, clock=self._clock
         )
         self._jobs = JobQueue(self.settings, services=services)
+        self._jobs.probe()  # unreachable: one warning; recording goes on, passes wait
         workers = self.settings.jobs.workers
         if workers == 0:
             log.warning(
@@ -745,8 +755,12 @@ class Runtime:
         while True:
             try:
                 self._jobs.enqueue_pass("disclosure", expires=DISCLOSURE_INTERVAL)
+            except JobQueueError as exc:  # logged once until the queue answers again
+                self._jobs.note_error("disclosure pass not queued", exc)
             except HomeWardenError as exc:
                 log.error("disclosure scheduler: %s", exc)
+            else:
+                self._jobs.note_ok()
             if self._disclosure_stop.wait(DISCLOSURE_INTERVAL):
                 return
 
@@ -757,8 +771,12 @@ class Runtime:
         while True:
             try:
                 self._jobs.enqueue_pass("retention", expires=interval)
+            except JobQueueError as exc:
+                self._jobs.note_error("retention pass not queued", exc)
             except HomeWardenError as exc:
                 log.error("retention pass not queued: %s", exc)
+            else:
+                self._jobs.note_ok()
             if self._retention_stop.wait(interval):
                 return
 

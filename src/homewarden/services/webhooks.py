@@ -21,10 +21,22 @@ Node-RED on the same LAN, often without TLS. What keeps that from being a way in
 machines (server-side request forgery, the specification's "SSRF" section): only a
 household's owner may add a webhook; calls are POSTs of our own JSON, never of the owner's
 bytes; redirects are not followed (a 3xx is a failure); the receiver's answer body is never
-read nor shown, only its status; and link-local, multicast, unspecified and reserved IP
-literals (cloud metadata services live on link-local 169.254.169.254) are refused. A
-provider hosting many households should still put the deliverer behind an egress proxy
-(``HTTPS_PROXY``/``HTTP_PROXY`` are honoured, as requests does).
+read nor shown, only its status; and link-local, multicast, unspecified and reserved
+addresses (cloud metadata services live on link-local 169.254.169.254) are never called. That
+rule is applied twice: to an IP address in the URL when the webhook is added (:func:`check_url`;
+the address in any form the C resolver reads as one, ``inet_aton``'s decimal, hex, octal and
+short forms too: ``http://2852039166/`` is 169.254.169.254), and to every address the host
+resolves to when a message is sent (:func:`resolve_target`, ``socket.getaddrinfo``; a name
+such as ``169.254.169.254.nip.io``). A delivery whose host resolves to any forbidden address
+is refused before any connection is made and dead at once (the owner changes the URL or the
+name's DNS record, then sends it again). The connection then goes to an address so checked
+(:class:`PinnedAdapter`), never to a second lookup, so DNS rebinding between the check and the
+connection is closed; the URL's host stays the ``Host`` header, the TLS server name and the
+name the certificate must match. Legacy numeric forms of an allowed address are allowed and
+behave as it (``http://2130706433:8123/`` calls 127.0.0.1). Behind a proxy
+(``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` are honoured, as requests does) names are
+resolved by the proxy, not checked here: the proxy is then the guard. A provider hosting many
+households should put the deliverer behind such an egress proxy anyway.
 
 When. The deliverer (:class:`WebhookDeliverer`, every :data:`DELIVER_INTERVAL` s and at once
 when a message is queued) sends due deliveries with ``requests`` (:data:`SEND_TIMEOUT` s).
@@ -57,6 +69,7 @@ import math
 import random
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +78,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from homewarden import __version__
 from homewarden.config import SettingsSource, settings_reader
@@ -138,14 +155,54 @@ _MAX_ERROR = 300
 #: "This network" (RFC 791, RFC 1122 3.2.1.3): never a receiver's address.
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+_FORBIDDEN = "link-local, multicast, unspecified and reserved addresses are refused"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def forbidden(address: IPAddress) -> str | None:
+    """Why a webhook may not call ``address`` (``"link-local"``, ``"multicast"``,
+    ``"unspecified"``, ``"reserved"``), or None when it may: loopback and private (home
+    network) addresses may be called, as any public one. An IPv4-mapped IPv6 address is
+    judged as its IPv4 address; ``0.0.0.0/8`` is "this network" (RFC 1122 3.2.1.3), never a
+    receiver. Classes are :mod:`ipaddress`'s (IANA special-purpose registries)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return "unspecified"
+    if address.is_reserved:
+        return "reserved"
+    return None
+
+
+def _numeric_host(host: str) -> IPAddress | None:
+    """The address ``host`` (a URL's host, brackets removed) is, when the C resolver reads it
+    as one: an IP literal, or an IPv4 address in a legacy ``inet_aton`` form (``2852039166``,
+    ``0xa9fea9fe``, ``0251.0376.0251.0376``, ``169.254.43518``); None for a name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):
+        return None
 
 
 def check_url(url: str) -> str:
     """``url`` if it may be a webhook's target (see the module docstring): ``http`` or
     ``https``, a host, no user name or password, no fragment, at most :data:`MAX_URL`
     characters of printable ASCII (a name with other characters is given in its IDNA
-    ``xn--`` form), a valid port; an IP literal that is not link-local, multicast,
-    unspecified or reserved. Loopback and private addresses and names are allowed.
+    ``xn--`` form), a valid port; an IP address (in any form the C resolver reads as one,
+    ``inet_aton``'s legacy forms too) that is not link-local, multicast, unspecified or
+    reserved (:func:`forbidden`). Loopback and private addresses and names are allowed;
+    names are checked when a message is sent (:func:`resolve_target`).
 
     Raises:
         InvalidRequestError: why the URL is refused.
@@ -171,26 +228,104 @@ def check_url(url: str) -> str:
         raise InvalidRequestError("a webhook URL has no #fragment (it is never sent)")
     if port == 0:
         raise InvalidRequestError("the webhook URL's port must be 1-65535")
-    try:
-        address = ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        return url  # a name; resolved when sent
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return url
-    if (
-        address.is_link_local
-        or address.is_multicast
-        or address.is_unspecified
-        or address.is_reserved
-        or address in _THIS_NETWORK
-    ):
-        raise InvalidRequestError(
-            f"a webhook cannot call {address}: link-local, multicast, unspecified and "
-            "reserved addresses are refused"
-        )
+    address = _numeric_host(parts.hostname)
+    if address is None:
+        return url  # a name; its addresses are checked when a message is sent
+    why = forbidden(address)
+    if why is not None:
+        shown = str(address) if parts.hostname == str(address) else f"{parts.hostname} ({address})"
+        raise InvalidRequestError(f"a webhook cannot call {shown}, {why}: {_FORBIDDEN}")
     return url
+
+
+def resolve_target(url: str) -> tuple[str, ...]:
+    """The addresses the host of ``url`` (a webhook's URL) resolves to now, as
+    ``socket.getaddrinfo`` (the C resolver) reads it, in its order and without repeats, if
+    :func:`forbidden` allows every one of them.
+
+    Raises:
+        InvalidRequestError: one of the addresses is forbidden (names the host, the address
+            and why): the call must not be made.
+        OSError: the host does not resolve (``socket.gaierror``) or the URL has no host.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise OSError(f"no host in {origin(url)}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    found: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        text = str(sockaddr[0])
+        address = ipaddress.ip_address(text)
+        why = forbidden(address)
+        if why is not None:
+            raise InvalidRequestError(f"{host} resolves to {address} ({why}): {_FORBIDDEN}")
+        if text not in found:
+            found.append(text)
+    if not found:
+        raise OSError(f"{host} resolves to no address")
+    return tuple(found)
+
+
+def _proxied(url: str) -> bool:
+    """Whether requests would send a call to ``url`` through a proxy of the environment
+    (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, minus ``NO_PROXY``)."""
+    proxies = requests.utils.get_environ_proxies(url)
+    return requests.utils.select_proxy(url, proxies) is not None
+
+
+class _PinnedConnection(HTTPConnection):
+    """A urllib3 connection to the addresses in :attr:`addresses` (checked already, tried in
+    order), never to what its host name resolves to at connect time. Its host name stays
+    what ``Host``, TLS SNI and the certificate check use (urllib3 reads ``host`` after
+    ``_new_conn``; only the address connected to is swapped for the call)."""
+
+    addresses: tuple[str, ...] = ()
+
+    def _new_conn(self) -> socket.socket:
+        name = self._dns_host
+        failure: ConnectTimeoutError | None = None
+        for address in self.addresses:
+            self._dns_host = address
+            try:
+                return super()._new_conn()
+            except ConnectTimeoutError as exc:  # NewConnectionError too
+                failure = exc
+            finally:
+                self._dns_host = name
+        raise failure or NewConnectionError(self, "no checked address to connect to")
+
+
+class _PinnedTLSConnection(_PinnedConnection, HTTPSConnection):
+    """:class:`_PinnedConnection` with TLS (the server name and certificate are the host
+    name's)."""
+
+
+class PinnedAdapter(HTTPAdapter):
+    """A requests transport adapter whose direct (not proxied) connections go only to
+    ``addresses``, as checked by :func:`resolve_target`; mount it for ``http://`` and
+    ``https://`` on a session made for one call (its pools are bound to those addresses).
+
+    Args:
+        addresses: IP addresses as text, tried in order.
+    """
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        pinned = {"addresses": tuple(addresses)}
+        plain = type("PinnedConnection", (_PinnedConnection,), pinned)
+        tls = type("PinnedTLSConnection", (_PinnedTLSConnection,), pinned)
+        self._pools: dict[str, type[HTTPConnectionPool]] = {
+            "http": type("PinnedPool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
+            "https": type("PinnedTLSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
+        }
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        """requests' pool manager, its pools swapped for pinned ones."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
 
 
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -694,21 +829,36 @@ class WebhookService:
         status: int | None = None
         error: str | None = None
         wait: float | None = None
+        addresses: tuple[str, ...] | None = None
         try:
-            # No redirects (a 3xx is a failure: the owner fixes the URL); the answer's body
-            # is never read (stream, then close).
-            with requests.post(
-                hook.url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                allow_redirects=False,
-                stream=True,
-            ) as response:
-                status = response.status_code
-                wait = retry_after(response.headers.get("Retry-After"), now)
-        except requests.RequestException as exc:
-            error = _short_error(exc, self._timeout)
+            if not _proxied(hook.url):
+                addresses = resolve_target(hook.url)
+        except InvalidRequestError as exc:
+            self._refuse(hook, delivery, attempts, str(exc))
+            return DeliveryState.DEAD
+        except OSError as exc:
+            error = f"cannot resolve {urlsplit(hook.url).hostname}: {exc}"
+        if error is None:
+            try:
+                with requests.Session() as session:
+                    if addresses is not None:
+                        adapter = PinnedAdapter(addresses)
+                        session.mount("http://", adapter)
+                        session.mount("https://", adapter)
+                    # No redirects (a 3xx is a failure: the owner fixes the URL); the
+                    # answer's body is never read (stream, then close).
+                    with session.post(
+                        hook.url,
+                        data=body,
+                        headers=headers,
+                        timeout=self._timeout,
+                        allow_redirects=False,
+                        stream=True,
+                    ) as response:
+                        status = response.status_code
+                        wait = retry_after(response.headers.get("Retry-After"), now)
+            except requests.RequestException as exc:
+                error = _short_error(exc, self._timeout)
         if status is not None and 200 <= status <= 299:
             self._store.record_attempt(
                 delivery.id, state=DeliveryState.DELIVERED, attempts=attempts,
@@ -741,6 +891,21 @@ class WebhookService:
             next_attempt_at=now + delay, last_status=status, last_error=error[:_MAX_ERROR],
         )  # fmt: skip
         return DeliveryState.PENDING
+
+    def _refuse(
+        self, hook: WebhookRecord, delivery: DeliveryRecord, attempts: int, why: str
+    ) -> None:
+        """The host resolves to an address no webhook may call (:func:`resolve_target`): no
+        connection is made, and the delivery is dead at once (a later attempt would meet
+        the same rule; the owner fixes the URL or its DNS record, then sends it again)."""
+        log.warning(
+            "webhook %d at %s: message %s refused: %s",
+            hook.id, origin(hook.url), delivery.message_id, why,
+        )  # fmt: skip
+        self._store.record_attempt(
+            delivery.id, state=DeliveryState.DEAD, attempts=attempts, next_attempt_at=None,
+            last_status=None, last_error=f"refused, not sent: {why}"[:_MAX_ERROR],
+        )  # fmt: skip
 
     def _gone(self, hook: WebhookRecord, delivery: DeliveryRecord, attempts: int) -> None:
         """A ``410 Gone``: the receiver wants no more calls (Standard Webhooks: disable the

@@ -185,6 +185,8 @@ def _segment(row: SegmentRow) -> SegmentRecord:
         keyframes=row.keyframes,
         motion_score=row.motion_score,
         path=row.path,
+        sealed=bool(row.sealed),
+        key_id=None if row.key_id is None else bytes(row.key_id),
     )
 
 
@@ -380,13 +382,16 @@ class Index:
         the segment (nothing is written) and is raised here.
 
         Raises:
-            InvalidRequestError: end before start, negative bytes, or ``path`` (or the
-                camera's ``start``) already indexed.
+            InvalidRequestError: end before start, negative bytes, ``sealed`` without a
+                ``key_id`` (or the reverse), or ``path`` (or the camera's ``start``) already
+                indexed.
             DatabaseError: the write failed.
         """
         _check_span(seg.start, seg.end)
         if seg.bytes < 0 or seg.keyframes < 0:
             raise InvalidRequestError("segment bytes and keyframes must not be negative")
+        if seg.sealed != (seg.key_id is not None):
+            raise InvalidRequestError("a sealed segment needs its key id, a plaintext one none")
         row = SegmentRow(
             camera=seg.camera,
             start=seg.start,
@@ -396,6 +401,8 @@ class Index:
             keyframes=seg.keyframes,
             motion_score=seg.motion_score,
             path=seg.path,
+            sealed=seg.sealed,
+            key_id=seg.key_id,
         )
         with self._session(f"index segment {seg.path}") as s:
             if guard is not None:

@@ -8,6 +8,7 @@ revision and these models agree. Times are UTC epoch seconds stored as double pr
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 #: JSON on SQLite, JSONB on PostgreSQL (so a zone filter can expand the array with
 #: ``jsonb_array_elements_text``).
@@ -64,6 +66,9 @@ class SegmentRow(Base):
     keyframes: Mapped[int] = mapped_column(Integer)
     motion_score: Mapped[float] = mapped_column(Double)
     path: Mapped[str] = mapped_column(String(512))
+    # since 0009: sealed to household key ``key_id`` (homewarden.crypto.sealing); else NULL
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    key_id: Mapped[builtins.bytes | None] = mapped_column(LargeBinary(16), nullable=True)
 
 
 class GapRow(Base):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class NewSegment:
-    """A finished segment file to index. ``path`` is relative to the media dir."""
+    """A finished segment file to index. ``path`` is relative to the media dir; ``sealed``
+    when the file is sealed (``homewarden.crypto.sealing``) to household key ``key_id``
+    (16 bytes; None for a plaintext file)."""
 
     camera: str
     start: float
@@ -16,6 +19,8 @@ class NewSegment:
     keyframes: int
     motion_score: float
     path: str
+    sealed: bool = False
+    key_id: builtins.bytes | None = None
 
     @property
     def duration(self) -> float:
@@ -25,7 +30,7 @@ class NewSegment:
 
 @dataclass(frozen=True, slots=True)
 class SegmentRecord:
-    """An indexed segment."""
+    """An indexed segment; ``sealed`` / ``key_id`` as :class:`NewSegment`'s."""
 
     id: int
     camera: str
@@ -36,6 +41,8 @@ class SegmentRecord:
     keyframes: int
     motion_score: float
     path: str
+    sealed: bool = False
+    key_id: builtins.bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,14 +27,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
 from homewarden import __version__
 from homewarden.domain.audit import Actor
 from homewarden.domain.permissions import Permission, Principal
-from homewarden.errors import NotFoundError
+from homewarden.errors import InvalidRequestError, NotFoundError
 from homewarden.services.queries import (
     MAX_EVENT_PAGE,
     MAX_ID,
@@ -51,6 +51,8 @@ from homewarden.services.queries import (
     parse_time,
 )
 from homewarden.services.runtime import AppContext
+from homewarden.services.sealed_footage import SessionKeys
+from homewarden.store.accounts_store import SessionRecord
 from homewarden.web import (
     auth_routes,
     camera_routes,
@@ -64,7 +66,7 @@ from homewarden.web import (
     report_routes,
     webhook_routes,
 )
-from homewarden.web.deps import caller, undeclared_routes
+from homewarden.web.deps import caller, current_session, undeclared_routes
 from homewarden.web.problems import (
     PROBLEM_MEDIA_TYPE,
     ProblemType,
@@ -83,6 +85,7 @@ UntilQ = Annotated[str | None, Query(description=f"end of the span (exclusive), 
 EventId = Annotated[int, Path(description="event id", ge=1, le=MAX_ID)]
 CameraName = Annotated[str, Path(description="camera name")]
 Caller = Annotated[Principal, Depends(caller)]
+Session = Annotated[SessionRecord | None, Depends(current_session)]
 #: Why the API served footage, as written into the audit entry.
 API_REASON = "api"
 
@@ -147,18 +150,91 @@ class ClipResponse(FileResponse):
         await super().__call__(scope, receive, problem_on_416)
 
 
-def _clip_response(clip: ClipFile) -> FileResponse:
+def _clip_headers(clip: ClipFile) -> dict[str, str]:
+    return {
+        "X-Clip-Duration": f"{clip.duration:.3f}",
+        "X-Clip-Start": f"{clip.start:.3f}",
+        "X-Clip-End": f"{clip.end:.3f}",
+        **NO_STORE,
+    }
+
+
+def _clip_name(clip: ClipFile) -> str:
+    return f"{clip.camera}-{clip.start:.3f}-{clip.end:.3f}.mp4"
+
+
+def _clip_response(request: Request, clip: ClipFile, queries: Queries) -> Response:
+    if clip.sealed:
+        return _sealed_clip_response(request, clip, queries)
     return ClipResponse(
         clip.path,
         media_type="video/mp4",
-        filename=f"{clip.camera}-{clip.start:.3f}-{clip.end:.3f}.mp4",
+        filename=_clip_name(clip),
         content_disposition_type="inline",
-        headers={
-            "X-Clip-Duration": f"{clip.duration:.3f}",
-            "X-Clip-Start": f"{clip.start:.3f}",
-            "X-Clip-End": f"{clip.end:.3f}",
-            **NO_STORE,
-        },
+        headers=_clip_headers(clip),
+    )
+
+
+def single_byte_range(value: str, size: int) -> tuple[int, int] | None:
+    """The ``[start, end)`` of a Range header holding one valid ``bytes`` range-spec over a
+    representation of ``size`` bytes (RFC 9110 section 14.1.2); None when the header is
+    invalid or names several ranges (then the whole is served with 200: section 14.2 lets
+    a server ignore Range).
+
+    Raises:
+        InvalidRequestError: the range is unsatisfiable (it starts at or past the end, or is
+            a zero-length suffix): the caller answers 416.
+    """
+    if not valid_byte_ranges(value):
+        return None
+    specs = [spec.strip() for spec in value.partition("=")[2].split(",") if spec.strip()]
+    if len(specs) != 1:
+        return None
+    m = _BYTE_RANGE_SPEC.fullmatch(specs[0])
+    assert m is not None  # valid_byte_ranges matched it
+    first, last, suffix = m.groups()
+    if suffix is not None:
+        length = int(suffix)
+        if length == 0 or size == 0:
+            raise InvalidRequestError(f"range {value!r} is empty")
+        return max(0, size - length), size
+    lo = int(first)
+    if lo >= size:
+        raise InvalidRequestError(f"range {value!r} starts past the end")
+    return lo, size if not last else min(size, int(last) + 1)
+
+
+def _sealed_clip_response(request: Request, clip: ClipFile, queries: Queries) -> Response:
+    """A clip cached sealed (:meth:`Queries.clip_chunks`): the whole (200) or one byte range
+    (206, RFC 9110 section 14.4); an unsatisfiable range is a 416 problem, as for files."""
+    size = clip.bytes
+    headers = {
+        **_clip_headers(clip),
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'inline; filename="{_clip_name(clip)}"',
+    }
+    asked = request.headers.get("range")
+    span: tuple[int, int] | None = None
+    if asked is not None:
+        try:
+            span = single_byte_range(asked, size)
+        except InvalidRequestError:
+            return problem_response(
+                request,
+                status=416,
+                title="Range Not Satisfiable",
+                detail=f"range {asked!r} is outside the clip of {size} bytes",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
+    lo, hi = span if span is not None else (0, size)
+    if span is not None:
+        headers["Content-Range"] = f"bytes {lo}-{hi - 1}/{size}"
+    headers["Content-Length"] = str(hi - lo)
+    return StreamingResponse(
+        queries.clip_chunks(clip, lo, hi),
+        status_code=206 if span is not None else 200,
+        media_type="video/mp4",
+        headers=headers,
     )
 
 
@@ -177,7 +253,14 @@ def _get(app: FastAPI, path: str, *permissions: Permission, **kwargs: Any) -> Ca
     return gated(app, "GET", path, *permissions, **kwargs)
 
 
-def _add_api_routes(app: FastAPI, queries: Queries) -> None:
+def _add_api_routes(app: FastAPI, ctx: AppContext) -> None:
+    queries = ctx.queries
+
+    def keys(session: SessionRecord | None) -> SessionKeys:
+        """The household keys the caller's session unlocked (sealed footage opens only in a
+        session signed in with its password on this server; a token's calls get 401)."""
+        return SessionKeys(ctx.keys, session)
+
     @_get(
         app,
         "/api/cameras",
@@ -215,11 +298,14 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         start: Annotated[str, Query(description=f"clip start, {_TIME_HELP}")],
         end: Annotated[str, Query(description=f"clip end, {_TIME_HELP}")],
         who: Caller,
-    ) -> FileResponse:
+        session: Session,
+    ) -> Response:
         """A clip of any time range, remuxed from the segments (no re-encode), seekable
         (Range requests). At most one hour (longer spans are a 422 problem). Audited: a
         download (no Range header) every time as ``footage:clip:download``; a player's range
-        requests as one ``footage:playback:view`` per viewing."""
+        requests as one ``footage:playback:view`` per viewing. Sealed footage opens with the
+        household keys of the caller's password session: without them (an API token, a
+        session unlocked on another server or before a restart) a 401 ``keys-locked``."""
         lo = parse_time(start, name="start")
         hi = parse_time(end, name="end")
         clip = queries.range_clip(
@@ -230,8 +316,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
             reason=API_REASON,
             viewer=who,
             playback=_is_playback(request),
+            keys=keys(session),
         )
-        return _clip_response(clip)
+        return _clip_response(request, clip, queries)
 
     @_get(
         app,
@@ -300,12 +387,17 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         responses={200: {"content": {"image/jpeg": {}}, "description": "the snapshot"}},
         tags=["events"],
     )
-    def event_snapshot(event_id: EventId, who: Caller) -> FileResponse:
-        """The JPEG of the event's frame with the most motion (an entry of the audit log)."""
-        path = queries.snapshot(
-            event_id, actor=Actor.of_principal(who), reason=API_REASON, viewer=who
+    def event_snapshot(event_id: EventId, who: Caller, session: Session) -> Response:
+        """The JPEG of the event's frame with the most motion (an entry of the audit log).
+        A sealed one needs the caller's unlocked session, as clips do."""
+        image = queries.snapshot_jpeg(
+            event_id,
+            actor=Actor.of_principal(who),
+            reason=API_REASON,
+            viewer=who,
+            keys=keys(session),
         )
-        return FileResponse(path, media_type="image/jpeg", headers=NO_STORE)
+        return Response(image, media_type="image/jpeg", headers=NO_STORE)
 
     @_get(
         app,
@@ -315,9 +407,10 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
         responses={200: {"content": {"video/mp4": {}}, "description": "the clip (MP4)"}},
         tags=["events"],
     )
-    def event_clip(request: Request, event_id: EventId, who: Caller) -> FileResponse:
+    def event_clip(request: Request, event_id: EventId, who: Caller, session: Session) -> Response:
         """The event's footage, remuxed from the segments, seekable (Range requests); audited
-        as the camera's clips are (a download each time, a player's viewing once)."""
+        as the camera's clips are (a download each time, a player's viewing once). Sealed
+        footage needs the caller's unlocked session, as the camera's clips do."""
         actor = Actor.of_principal(who)
         clip = queries.event_clip(
             event_id,
@@ -325,8 +418,9 @@ def _add_api_routes(app: FastAPI, queries: Queries) -> None:
             reason=API_REASON,
             viewer=who,
             playback=_is_playback(request),
+            keys=keys(session),
         )
-        return _clip_response(clip)
+        return _clip_response(request, clip, queries)
 
     @_get(app, "/api/health", Permission.SYSTEM_HEALTH_READ, tags=["system"])
     def health() -> HealthView:
@@ -392,7 +486,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.state.accounts = ctx.accounts
     app.state.ctx = ctx
     install_problem_handlers(app)
-    _add_api_routes(app, ctx.queries)
+    _add_api_routes(app, ctx)
     auth_routes.add_routes(app, ctx)
     live.add_routes(app, ctx)
     push_routes.add_routes(app, ctx)

@@ -15,8 +15,9 @@ owner's session to be unlocked (a password login on this server): a locked one i
 - ``POST /api/keys/recovery``: a new recovery code (answered once; the old one destroyed);
 - ``POST /api/keys/recovery/setup-code``: the recovery code made when the caller's setup (or
   first login) completed the household's keys, once; 404 afterwards;
-- ``PUT /api/keys/escrow`` ``{"enabled": bool}``: the emergency-access switch (on needs the
-  unlocked session and ``homewarden escrow init``; off destroys the escrow seals and rotates);
+- ``PUT /api/keys/escrow`` ``{"enabled": true|false}`` (JSON booleans only): the
+  emergency-access switch (on needs the unlocked session and ``homewarden escrow init``; off
+  destroys the escrow seals and rotates);
 - ``POST /api/keys/recovery/use`` (anyone, CSRF double-submit like the login form)
   ``{"username", "recovery_code", "new_password"}``: a forgotten owner password; answers the
   replacement recovery code, once.
@@ -30,7 +31,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from homewarden.domain import accounts as rules
 from homewarden.domain.audit import Actor
@@ -73,9 +74,10 @@ class RecoveryCodeAnswer(BaseModel):
 
 
 class EscrowBody(_Strict):
-    """The owner's emergency-access switch."""
+    """The owner's emergency-access switch: JSON ``true`` or ``false`` only (a string or a
+    number is a 422, never read as a switch position)."""
 
-    enabled: bool
+    enabled: StrictBool
 
 
 class RecoverBody(_Strict):

@@ -58,7 +58,9 @@ from homewarden.errors import (
 from homewarden.services.accounts import AccountService
 from homewarden.services.live import LiveChunk, LiveFeed, LiveService
 from homewarden.services.runtime import AppContext
-from homewarden.web.deps import SESSION_COOKIE, WebSocketGate, caller
+from homewarden.services.sealed_footage import SessionKeys
+from homewarden.store.accounts_store import SessionRecord
+from homewarden.web.deps import SESSION_COOKIE, WebSocketGate, caller, current_session
 from homewarden.web.routing import gated
 
 LIVE_PATH = "/api/cameras/{name}/live"
@@ -79,6 +81,7 @@ RECHECK_SECONDS = 2.0
 
 CameraName = Annotated[str, Path(description="camera name")]
 Caller = Annotated[Principal, Depends(caller)]
+SESSION = Depends(current_session)
 
 
 def _reason(text: str) -> str:
@@ -216,13 +219,20 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         responses={200: {"content": {"image/jpeg": {}}, "description": "the newest keyframe"}},
         tags=["footage"],
     )
-    def latest_snapshot(name: CameraName, who: Caller) -> Response:
+    def latest_snapshot(
+        name: CameraName, who: Caller, session: Annotated[SessionRecord | None, SESSION]
+    ) -> Response:
         """The camera's newest keyframe as a JPEG (the live view's fallback): the last
-        complete fragment of the segment being recorded, else of the newest segment. Its
-        UTC time is in ``X-Frame-Time``. Audited, at most once a minute per viewer."""
+        complete fragment of the segment being recorded, else of the newest segment (a
+        sealed one opens with the caller's unlocked session only). Its UTC time is in
+        ``X-Frame-Time``. Audited, at most once a minute per viewer."""
         access = live.authorize(who, name)
         image, at = live.snapshot(
-            name, actor=Actor.of_principal(who), access=access, reason=SNAPSHOT_REASON
+            name,
+            actor=Actor.of_principal(who),
+            access=access,
+            reason=SNAPSHOT_REASON,
+            keys=SessionKeys(ctx.keys, session),
         )
         return Response(
             image,

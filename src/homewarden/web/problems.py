@@ -67,6 +67,8 @@ from homewarden.errors import (
     NotFoundError,
     NoticeDeliveryError,
     PermissionDeniedError,
+    SealedDataError,
+    SealedTamperedError,
     SourceError,
     StorageError,
     TooManyAttemptsError,
@@ -104,6 +106,8 @@ STATUS_BY_ERROR: dict[type[HomeWardenError], tuple[int, str]] = {
     InvalidProofError: (500, "Invalid proof"),
     InvalidSignatureError: (500, "Invalid signature"),
     LogTamperedError: (500, "Audit log tampered"),
+    SealedDataError: (500, "Sealed footage does not open: not served"),
+    SealedTamperedError: (500, "Sealed footage tampered with: not served"),
 }
 
 

@@ -7,7 +7,8 @@ API tokens only the first: a webhook is a lasting channel out of the home):
   secrets), with their pending and dead-letter counts;
 - ``POST /api/webhooks`` ``{"url", "kinds": ["event", "request"]}``: add one (201); the
   answer carries its ``secret`` (``whsec_...``), shown this once;
-- ``PUT /api/webhooks/{id}`` ``{"disabled": bool}``: disable (pending messages become dead
+- ``PUT /api/webhooks/{id}`` ``{"disabled": true|false}`` (nothing else: to change the URL
+  or kinds, delete the webhook and add it anew): disable (pending messages become dead
   letters) or enable; ``DELETE /api/webhooks/{id}``: delete it and its deliveries (204);
 - ``POST /api/webhooks/{id}/rotate``: a new secret, shown this once;
 - ``GET /api/webhooks/deliveries?state=&webhook_id=&limit=``: deliveries, newest first;
@@ -28,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from homewarden.domain.permissions import Permission, Principal
 from homewarden.errors import InvalidRequestError, InvalidTransitionError
@@ -76,9 +77,10 @@ class WebhookBody(_Strict):
 
 
 class WebhookChange(_Strict):
-    """Disable or enable a webhook."""
+    """Disable or enable a webhook: JSON ``true`` or ``false`` only (a string or a number is
+    a 422). The URL and kinds cannot be changed: delete the webhook and add it anew."""
 
-    disabled: bool
+    disabled: StrictBool
 
 
 def service_of(ctx: AppContext) -> WebhookService:

@@ -37,12 +37,20 @@ SQLAlchemy loaded).
   still running after the timeout is killed and logged. Workers ignore SIGINT: Ctrl-C reaches
   the whole process group, and the parent stops them in order. A worker whose parent is gone
   (its pipe breaks, or it is re-parented) stops the same way.
-* **Update.** :meth:`RecorderProcessPool.update` takes new settings while running: a worker
-  holding a camera whose settings changed or that was removed or disabled is stopped as at
-  stop (its segments finished) and started again at once with its new share; a new camera
-  goes to a new worker while there are fewer than ``processes``, else to the worker with the
-  fewest cameras. Cameras never move between workers, and workers holding no changed camera
-  are not touched.
+* **Update.** :meth:`RecorderProcessPool.update` takes new settings while running: a new
+  camera goes to a new worker while there are fewer than ``processes``, else to the worker
+  with the fewest cameras; cameras never move between workers. A running worker whose share
+  changed is sent its new share over its control pipe and applies it in place, as
+  :meth:`~homewarden.services.recorder_group.ThreadRecorderGroup.update` does: the recorders
+  of its removed, disabled or changed cameras stop (each finishing its segment), then the new
+  and changed ones start; its other cameras' recorders go on untouched - no gap, the same
+  connection (restarting the process cost each of them 5-7 s of footage, and with leases a
+  recorder node's share changes at every lease change). The worker acknowledges once done;
+  one that does not within the time its stopping recorders get plus ``update_timeout`` s, or
+  cannot build the new recorders, is stopped as at stop (logged) and started again with its
+  new share, as is a worker whose share became empty (it is not started again). A dead
+  worker waiting for its restart is started at once with its new share. Workers whose share
+  did not change are not touched.
 * **Restart.** A worker that dies (a crash in native code, the OOM killer, ``kill -9``) is
   logged, its cameras shown ``reconnecting`` with the reason, and it is restarted after 1 s,
   doubling to 30 s while it keeps dying (reset once it ran :data:`STABLE_SECONDS`). Before
@@ -51,8 +59,11 @@ SQLAlchemy loaded).
   kept up to its last fragment and indexed, its open gaps and events are closed. The outage
   itself is then recorded by the restarted recorder as a gap from its last footage.
 
-Each worker's pipe is its own, so a worker killed mid-message can garble only its own pipe,
+Each worker's pipes are its own, so a worker killed mid-message can garble only its own pipe,
 which is closed and replaced on restart (a queue shared by all workers would be left locked).
+A worker has two one-way pipes - statuses and logs up, control messages down - rather than
+one duplex pipe, so the monitor thread reading from a worker and
+:meth:`RecorderProcessPool.update` writing to it never share a connection.
 """
 
 from __future__ import annotations
@@ -83,11 +94,13 @@ from homewarden.services.queries import CameraStatusLike
 from homewarden.services.reconcile import reconcile
 from homewarden.services.recorder import CameraRecorder, CameraStatus
 from homewarden.services.recorder_group import (
+    UPDATE_STOP_TIMEOUT,
     RecorderGroup,
     ThreadRecorderGroup,
     build_recorders,
     changed_cameras,
     enabled_cameras,
+    sealed_household,
     stop_recorders,
 )
 from homewarden.store.index import Index
@@ -106,6 +119,9 @@ STABLE_SECONDS = 60.0
 WORKER_STOP_TIMEOUT = 12.0
 #: Seconds to wait for a killed worker to be reaped.
 KILL_WAIT = 5.0
+#: Seconds a worker gets to acknowledge an update, beyond what its stopping recorders get:
+#: building the new ones (a lease read, a detector model load) and the pipes' round trip.
+UPDATE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +141,8 @@ class WorkerSpec:
             (absent: at once); see ``start_spread`` of :class:`RecorderProcessPool`.
         fence_node: a recorder node's id: segments are indexed only under its leases (see
             :func:`~homewarden.services.recorder_group.build_recorders`); None: no leases.
+        sealed_household: with ``storage.sealed``, the deployment's household: segments
+            are sealed to their camera's household key (see ``build_recorders``); None: not.
     """
 
     number: int
@@ -138,6 +156,7 @@ class WorkerSpec:
     stop_timeout: float = WORKER_STOP_TIMEOUT
     start_delays: dict[str, float] = dataclasses.field(default_factory=dict)
     fence_node: int | None = None
+    sealed_household: str | None = None
 
 
 def process_count(settings: Settings) -> int:
@@ -193,6 +212,7 @@ def recorder_pool(
         lock=lock,
         start_spread=start_spread,
         fence_node=fence_node,
+        sealed_household=sealed_household(settings),
     )
 
 
@@ -234,9 +254,18 @@ class _Worker:
         self.backoff = RESTART_FIRST
         self.restart_at: float | None = None  # monotonic time of a scheduled restart
         self.last_pid: int | None = None
-        #: The spec to run once the current process has ended (set by ``update``).
+        #: The spec ``update`` asked for: sent to the live process until it acknowledges,
+        #: else run once the current process has ended.
         self.pending: WorkerSpec | None = None
         self.last_exit: int | None = None
+        #: Parent -> worker control messages (None while no process runs).
+        self.control: Connection | None = None
+        #: Number of the last update sent over ``control``; acknowledged with it.
+        self.sent = 0
+        #: Monotonic time by which the live process must acknowledge update ``sent``.
+        self.ack_deadline: float | None = None
+        #: Monotonic time to kill a process stopped for an update it did not apply.
+        self.kill_at: float | None = None
 
     @property
     def wanted(self) -> WorkerSpec:
@@ -278,6 +307,9 @@ class RecorderProcessPool:
             as they would never do for independent cameras.
         fence_node: a recorder node's id, handed to every worker (see :class:`WorkerSpec`);
             a dead worker's cameras are reconciled only while the node still records them.
+        sealed_household: see :class:`WorkerSpec` (``storage.sealed``); None: plaintext.
+        update_timeout: seconds a running worker gets to acknowledge a change of its share
+            beyond what its stopping recorders get (see the module docstring, "Update").
     """
 
     def __init__(
@@ -295,8 +327,11 @@ class RecorderProcessPool:
         lock: DataDirLock | None = None,
         start_spread: float = 0.0,
         fence_node: int | None = None,
+        sealed_household: str | None = None,
+        update_timeout: float = UPDATE_TIMEOUT,
     ) -> None:
         self._cameras = dict(cameras)
+        self._update_timeout = update_timeout
         self._fenced = fence_node is not None
         self._processes = processes
         self._data_lock = lock
@@ -304,6 +339,7 @@ class RecorderProcessPool:
             name: i * start_spread / len(self._cameras) for i, name in enumerate(self._cameras)
         }
         self._media_dir = media_dir
+        self._sealed = sealed_household is not None
         self._index = index
         self._ctx = multiprocessing.get_context("spawn")  # see the module docstring
         level = logging.getLogger().getEffectiveLevel() if log_level is None else log_level
@@ -317,6 +353,7 @@ class RecorderProcessPool:
             log_level=level,
             status_interval=status_interval,
             fence_node=fence_node,
+            sealed_household=sealed_household,
         )
         self._workers = [
             _Worker(
@@ -331,6 +368,7 @@ class RecorderProcessPool:
                     status_interval=status_interval,
                     start_delays={name: delays[name] for name in share if delays[name] > 0},
                     fence_node=fence_node,
+                    sealed_household=sealed_household,
                 )
             )
             for i, share in enumerate(split_cameras(list(self._cameras), processes))
@@ -387,8 +425,9 @@ class RecorderProcessPool:
 
     def update(self, settings: Settings) -> None:
         """Record the enabled cameras of ``settings`` from now on (see the module docstring,
-        "Update"; :meth:`RecorderGroup.update`). Returns at once: the monitor thread starts a
-        changed worker again as soon as its old process has finished its segments and exited.
+        "Update"; :meth:`RecorderGroup.update`). Returns at once: a running worker applies its
+        new share in place and acknowledges it (:meth:`cameras_of` shows the new share from
+        then on); the monitor thread falls back to restarting one that does not in time.
         """
         new = enabled_cameras(settings)
         with self._lock:
@@ -430,10 +469,40 @@ class RecorderProcessPool:
                 if self._monitor is None:  # not started: nothing runs yet
                     w.spec = spec
                     continue
+                old = w.wanted.cameras
                 w.pending = spec
-                if w.alive and w.process is not None:
-                    log.info("%s: cameras changed; restarting it", w.describe())
+                if not (w.alive and w.process is not None):
+                    continue  # the monitor starts it with its pending spec
+                if share and w.control is not None and w.kill_at is None:
+                    self._send_update(w, old, share)
+                else:  # nothing left to record, or already stopping: let it end
+                    log.info("%s: cameras changed; stopping it", w.describe())
+                    w.ack_deadline = None
                     w.process.terminate()  # it finishes its segments; the monitor restarts it
+
+    def _send_update(
+        self, w: _Worker, old: Mapping[str, CameraSettings], share: dict[str, CameraSettings]
+    ) -> None:
+        """Send ``w``'s live process its new ``share`` to apply in place; if the pipe is
+        broken (it is dying), let it end and start again. Called holding ``self._lock``."""
+        assert w.control is not None
+        assert w.process is not None
+        stop, _ = changed_cameras(old, share)
+        # What its recorders get to stop (as ThreadRecorderGroup.update), then the slack.
+        wait = max([UPDATE_STOP_TIMEOUT] + [old[n].stall_timeout + 2.0 for n in stop])
+        wait = wait if stop else 0.0
+        w.sent += 1
+        try:
+            w.control.send(("update", w.sent, share))
+        except (OSError, ValueError) as exc:
+            log.warning("%s: cannot send its new cameras (%s); restarting it", w.describe(), exc)
+            w.ack_deadline = None
+            w.process.terminate()
+            return
+        now = time.monotonic()
+        # Updates are applied in order: this one after any still unacknowledged.
+        w.ack_deadline = max(now, w.ack_deadline or now) + wait + self._update_timeout
+        log.info("%s: cameras changed; sent its new share", w.describe())
 
     def stop(self, timeout: float) -> None:
         """SIGTERM every worker; wait up to ``timeout`` s for them to finish their segments and
@@ -462,6 +531,9 @@ class RecorderProcessPool:
             if w.reader is not None:  # no monitor ran (never started), or it gave up
                 w.reader.close()
                 w.reader = None
+            if w.control is not None:
+                w.control.close()
+                w.control = None
         with self._lock:
             for name, st in self._statuses.items():
                 if st.state != "stopped":
@@ -477,26 +549,28 @@ class RecorderProcessPool:
         if not w.spec.cameras:
             return
         reader, writer = self._ctx.Pipe(duplex=False)
+        orders, control = self._ctx.Pipe(duplex=False)  # the child reads, we write
         lock = self._data_lock
         held = [_InheritedFd(fd) for fd in lock.filenos()] if lock is not None and lock.held else []
         process = self._ctx.Process(
-            target=worker_main, args=(w.spec, writer, held), name=w.name, daemon=True
+            target=worker_main, args=(w.spec, writer, held, orders), name=w.name, daemon=True
         )
         with self._lock:
             if self._stopping.is_set():
-                reader.close()
-                writer.close()
+                for end in (reader, writer, orders, control):
+                    end.close()
                 return
             try:
                 process.start()
             except OSError as exc:
-                reader.close()
-                writer.close()
+                for end in (reader, writer, orders, control):
+                    end.close()
                 log.error("cannot start %s: %s", w.describe(), exc)
                 self._schedule_restart(w, f"cannot start its recorder process: {exc}")
                 return
             writer.close()  # the child holds the write end; EOF on ours means it is gone
-            w.process, w.reader = process, reader
+            orders.close()  # and the read end of its orders: EOF there means we are gone
+            w.process, w.reader, w.control = process, reader, control
             w.last_pid = process.pid
             w.started_at = time.monotonic()
             w.restart_at = None
@@ -534,6 +608,7 @@ class RecorderProcessPool:
                 for w in self._workers:
                     if w.restart_at is not None and now >= w.restart_at:
                         self._restart(w)
+                    self._check_update(w, now)
         except Exception:  # a bug here must not pass silently; cameras keep their last status
             log.exception("recorder pool monitor crashed")
 
@@ -555,14 +630,48 @@ class RecorderProcessPool:
         if w.process is not None:
             w.process.join(KILL_WAIT)  # EOF comes as it exits; reap it
 
+    def _check_update(self, w: _Worker, now: float) -> None:
+        """Fall back to a restart for a live worker that did not acknowledge its update in
+        time; kill one that, stopped for it, did not end in time either."""
+        with self._lock:
+            process = w.process
+            if process is None or not w.alive:
+                return
+            if w.ack_deadline is not None and now >= w.ack_deadline:
+                log.warning("%s did not apply its new cameras in time; restarting it", w.describe())
+                self._stop_for_update(w)
+            elif w.kill_at is not None and now >= w.kill_at:
+                log.error("%s did not stop in time; killing it", w.describe())
+                w.kill_at = None
+                process.kill()
+
+    def _stop_for_update(self, w: _Worker) -> None:
+        """Stop ``w`` (finishing its segments; killed if it does not end in time), to start
+        again with its pending spec. Called holding ``self._lock``."""
+        w.ack_deadline = None
+        w.kill_at = time.monotonic() + w.spec.stop_timeout + KILL_WAIT
+        if w.process is not None:
+            w.process.terminate()
+
     def _handle(self, w: _Worker, message: Any) -> None:
         kind, payload = message
         if kind == "status":
             with self._lock:
                 for name, status in payload.items():
                     # Not a camera update() removed: a stopping worker's last word on it.
-                    if name in w.spec.cameras and name in self._statuses:
+                    if name in w.wanted.cameras and name in self._statuses:
                         self._statuses[name] = status
+        elif kind == "updated":
+            number, applied = payload
+            with self._lock:
+                if number != w.sent or w.pending is None or w.ack_deadline is None:
+                    return  # an update since superseded, or one given up on
+                if not applied:
+                    log.warning("%s could not apply its new cameras; restarting it", w.describe())
+                    self._stop_for_update(w)
+                    return
+                w.spec, w.pending, w.ack_deadline = w.pending, None, None
+            log.info("%s now records its new share of cameras", w.describe())
         elif kind == "log":
             record: logging.LogRecord = payload
             logger = logging.getLogger(record.name)
@@ -575,6 +684,11 @@ class RecorderProcessPool:
         assert process is not None
         code = process.exitcode
         w.last_exit = code
+        with self._lock:
+            w.ack_deadline = w.kill_at = None
+            if w.control is not None:
+                w.control.close()
+                w.control = None
         if w.pending is not None and not self._stopping.is_set():
             if code not in (0, -signal.SIGTERM):
                 log.warning("%s %s while restarting", w.describe(), _describe_exit(code))
@@ -607,7 +721,7 @@ class RecorderProcessPool:
         w.restart_at = time.monotonic() + delay
         retry = time.time() + delay
         with self._lock:
-            for name in w.spec.cameras:
+            for name in [n for n in w.spec.cameras if n in self._statuses]:
                 self._statuses[name] = dataclasses.replace(
                     self._statuses[name],
                     state="reconnecting",
@@ -632,7 +746,7 @@ class RecorderProcessPool:
             # record one it gave up, and reconciled it when it took it.
             cams = [c for c in old.cameras if not self._fenced or c in spec.cameras]
             try:  # it died rather than stopped: repair what its cameras left (none runs now)
-                reconcile(self._index, self._media_dir, cameras=cams)
+                reconcile(self._index, self._media_dir, cameras=cams, sealed=self._sealed)
             except HomeWardenError as exc:
                 log.error("%s: cannot reconcile its cameras: %s", w.describe(), exc)
         w.last_exit = None
@@ -643,7 +757,12 @@ class RecorderProcessPool:
         w.restart_at = None
         if self._index is not None:
             try:  # what it repaired, reconcile logs itself
-                reconcile(self._index, self._media_dir, cameras=list(w.spec.cameras))
+                reconcile(
+                    self._index,
+                    self._media_dir,
+                    cameras=list(w.spec.cameras),
+                    sealed=self._sealed,
+                )
             except HomeWardenError as exc:
                 log.error("%s: cannot reconcile its cameras: %s", w.describe(), exc)
         self._restarts += 1
@@ -717,20 +836,131 @@ class _PipeLogHandler(logging.handlers.QueueHandler):
         self._outbox.put("log", record)
 
 
+class _Share:
+    """A worker's cameras and their recorders, changed in place by its control thread while
+    the main thread sends their statuses (see the module docstring, "Update").
+
+    Raises:
+        DatabaseError: with ``spec.fence_node``, the leases cannot be read.
+    """
+
+    def __init__(self, spec: WorkerSpec, index: Index) -> None:
+        self._spec = spec
+        self._index = index
+        self._lock = threading.Lock()  # one change at a time; statuses() never waits
+        self._closed = False
+        #: Camera name -> its recorder; replaced in one assignment, so a reader sees the
+        #: old set or the new one.
+        self.recorders = self._build(spec.cameras)
+        self._cameras = {n: cam for n, cam in spec.cameras.items() if n in self.recorders}
+
+    def _build(self, cameras: Mapping[str, CameraSettings]) -> dict[str, CameraRecorder]:
+        spec = self._spec
+        return build_recorders(
+            cameras,
+            media_dir=spec.media_dir,
+            snapshot_dir=spec.snapshot_dir,
+            models_dir=spec.models_dir,
+            index=self._index,
+            fence_node=spec.fence_node,
+            sealed_household=spec.sealed_household,
+        )
+
+    def statuses(self) -> dict[str, CameraStatus]:
+        """Each recorder's status, by camera name."""
+        return {name: rec.status() for name, rec in self.recorders.items()}
+
+    def update(self, cameras: Mapping[str, CameraSettings]) -> bool:
+        """Record ``cameras`` (name -> settings, the worker's new share) from now on, as
+        :meth:`~homewarden.services.recorder_group.ThreadRecorderGroup.update` does: the
+        recorders of removed and changed cameras stop first (each finishing its segment; one
+        still running after that is logged and its successor not started), then those of new
+        and changed cameras start; the others are not touched.
+
+        Returns:
+            False when closed meanwhile (nothing changed).
+
+        Raises:
+            DatabaseError: with ``fence_node``, the leases cannot be read; the stopped
+                cameras stay stopped, the new ones are not started.
+        """
+        number = self._spec.number
+        with self._lock:
+            if self._closed:
+                return False
+            stop, start = changed_cameras(self._cameras, cameras)
+            if not stop and not start:
+                return True
+            # A recorder blocked on a silent read ends once its stall timeout passes.
+            wait = max([UPDATE_STOP_TIMEOUT] + [self._cameras[n].stall_timeout + 2.0 for n in stop])
+            late = set(stop_recorders({n: self.recorders[n] for n in stop}, wait))
+            for name in sorted(late & set(start)):
+                log.error("camera %s: its old recorder still runs; not starting a second", name)
+            kept = {n: r for n, r in self.recorders.items() if n not in stop}
+            self._cameras = {n: cam for n, cam in self._cameras.items() if n in kept}
+            self.recorders = kept
+            for name in stop:
+                why = "changed" if name in cameras else "disabled, removed or no longer leased"
+                log.info("camera %s stopped (%s; recorder process %d)", name, why, number)
+            started = self._build({n: cameras[n] for n in start if n not in late})
+            self.recorders = {**kept, **started}
+            self._cameras.update({n: cameras[n] for n in started})
+            for name, rec in started.items():
+                rec.start()
+                log.info("camera %s started (recorder process %d)", name, number)
+            return True
+
+    def close(self, timeout: float) -> None:
+        """Stop every recorder (see :func:`stop_recorders`); no update applies after this."""
+        with self._lock:
+            self._closed = True
+            stop_recorders(self.recorders, timeout)
+
+
+def _take_orders(
+    control: Connection, share: _Share, outbox: _Outbox, orphaned: threading.Event, number: int
+) -> None:
+    """The worker's control thread: apply each ``("update", serial, cameras)`` from the
+    parent, then send the statuses and ``("updated", (serial, applied))``. EOF on ``control``
+    means the parent is gone: sets ``orphaned``."""
+    while True:
+        try:
+            kind, serial, cameras = control.recv()
+        except (EOFError, OSError):
+            orphaned.set()
+            return
+        if kind != "update":
+            log.error("recorder process %d: unknown control message %r", number, kind)
+            continue
+        try:
+            applied = share.update(cameras)
+        except HomeWardenError as exc:
+            log.error("recorder process %d cannot apply its new cameras: %s", number, exc)
+            applied = False
+        except Exception:  # a bug: the parent restarts this worker
+            log.exception("recorder process %d: applying its new cameras failed", number)
+            applied = False
+        outbox.put("status", share.statuses())
+        outbox.put("updated", (serial, applied))
+
+
 def worker_main(
     spec: WorkerSpec,
     conn: Connection,
     lock: _InheritedFd | Sequence[_InheritedFd] | None = None,
+    control: Connection | None = None,
 ) -> None:
     """Entry point of a worker process: record ``spec.cameras`` until SIGTERM.
 
     Sends ``("status", {camera: CameraStatus})`` every ``spec.status_interval`` s and
     ``("log", LogRecord)`` for each record at or above ``spec.log_level`` over ``conn``.
     ``lock``: this worker's duplicates of the data dir lock's descriptors (a recorder node's
-    are two), held until it exits.
+    are two), held until it exits. ``control``: the parent's orders, read once the cameras
+    are started (see :func:`_take_orders`); None: none.
     Exits 0 after a clean stop, 1 when the index cannot be opened or a bug ends it (logged).
     """
     stop = threading.Event()
+    orphaned = threading.Event()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
@@ -746,28 +976,29 @@ def worker_main(
     parent = os.getppid()
     code = 0
     index: Index | None = None
-    recorders: dict[str, CameraRecorder] = {}
+    share: _Share | None = None
     try:
         index = Index(spec.db_url)
-        recorders = build_recorders(
-            spec.cameras,
-            media_dir=spec.media_dir,
-            snapshot_dir=spec.snapshot_dir,
-            models_dir=spec.models_dir,
-            index=index,
-            fence_node=spec.fence_node,
-        )
+        share = _Share(spec, index)
         up = time.monotonic()
-        for name, rec in sorted(recorders.items(), key=lambda r: spec.start_delays.get(r[0], 0)):
+        starts = sorted(share.recorders.items(), key=lambda r: spec.start_delays.get(r[0], 0))
+        for name, rec in starts:
             if stop.wait(max(0.0, up + spec.start_delays.get(name, 0.0) - time.monotonic())):
                 break
             rec.start()
             log.info("camera %s started (recorder process %d)", name, spec.number)
+        if control is not None and not stop.is_set():
+            threading.Thread(
+                target=_take_orders,
+                args=(control, share, outbox, orphaned, spec.number),
+                name="worker-control",
+                daemon=True,
+            ).start()
         while True:
-            outbox.put("status", {name: rec.status() for name, rec in recorders.items()})
+            outbox.put("status", share.statuses())
             if stop.wait(spec.status_interval):
                 break
-            if outbox.broken.is_set() or os.getppid() != parent:
+            if outbox.broken.is_set() or orphaned.is_set() or os.getppid() != parent:
                 log.error("recorder process %d: its parent is gone; stopping", spec.number)
                 break
     except HomeWardenError as exc:
@@ -777,8 +1008,9 @@ def worker_main(
         log.exception("recorder process %d crashed", spec.number)
         code = 1
     finally:
-        stop_recorders(recorders, spec.stop_timeout)
-        outbox.put("status", {name: rec.status() for name, rec in recorders.items()})
+        if share is not None:
+            share.close(spec.stop_timeout)
+            outbox.put("status", share.statuses())
         if index is not None:
             with contextlib.suppress(HomeWardenError):
                 index.close()
