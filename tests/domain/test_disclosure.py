@@ -12,6 +12,7 @@ from homewarden.domain.disclosure import (
     CONSENT_ANSWER_SECONDS,
     EMERGENCY_MAX_WINDOW,
     EMERGENCY_NOTICE_MAX_DELAY,
+    OWNER_HOLDS_KEYS,
     PRESERVATION_SECONDS,
     SYSTEM,
     Accept,
@@ -344,6 +345,24 @@ def test_search_warrant_accepted_releases_footage_and_tells_owner() -> None:
     assert [type(e) for e in d.effects] == [SendOwnerNotice]
     assert release_grounds(d.request) == "search warrant"
     assert step(d.request, Fulfil("pkg"), SYSTEM).request.state is State.FULFILLED
+
+
+def test_a_warrant_the_owner_holds_the_keys_for_is_fulfilled_with_that_answer() -> None:
+    """Issue 6: footage sealed to keys only the household holds is answered "the provider
+    cannot produce this content; the owner holds the keys", with no package."""
+    req = step(filed(RequestType.LEGAL_ORDER), Accept("valid warrant"), LEGAL).request
+    with pytest.raises(InvalidTransitionError, match="no package"):
+        step(req, Fulfil("pkg", owner_holds_keys=True), SYSTEM)
+    f = step(req, Fulfil("none", owner_holds_keys=True), SYSTEM)
+    assert f.request.state is State.FULFILLED
+    assert [(t.action, t.reason) for t in f.transitions] == [
+        ("fulfil", f"package none: {OWNER_HOLDS_KEYS}")
+    ]
+    assert f.effects == ()
+    facts = filed(RequestType.LEGAL_ORDER, order_kind=OrderKind.SUBPOENA)
+    facts = step(facts, Accept("valid order"), LEGAL).request
+    with pytest.raises(InvalidTransitionError, match="only a request for footage"):
+        step(facts, Fulfil("none", owner_holds_keys=True), SYSTEM)
 
 
 @pytest.mark.parametrize("kind", [OrderKind.SUBPOENA, OrderKind.COURT_ORDER])

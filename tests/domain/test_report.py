@@ -419,6 +419,7 @@ def test_figures_are_flattened_in_report_order_with_their_names() -> None:
         [f"requests.{k}" for k in KINDS]
         + [f"outcomes.{k}.{o}" for k in KINDS for o in OUTCOMES[k]]
         + ["owners_notified", "notices_delayed", "notices_pending", "households_affected"]
+        + ["legal_owner_held_keys"]
     )
     assert names == expected
     assert names[:6] == [
@@ -447,3 +448,27 @@ def test_figures_are_flattened_in_report_order_with_their_names() -> None:
         )
         == 0
     )
+
+
+def test_a_warrant_answered_under_owner_held_keys_counts_as_none_and_on_its_own() -> None:
+    log = Log()
+    for rid in ("w1", "w2", "w3"):
+        log.opened("search_warrant", rid)
+        log.add("search_warrant", "accept", rid, "under_review -> approved: accept; details hmac:0")
+    log.add(
+        "search_warrant", "fulfil", "w1",
+        "owner_notified -> fulfilled: released nothing (cannot produce content: the owner "
+        "holds the keys); details hmac:00",
+    )  # fmt: skip
+    log.add("search_warrant", "fulfil", "w2",
+            "owner_notified -> fulfilled: released nothing; details hmac:00")  # fmt: skip
+    log.add("search_warrant", "fulfil", "w3",
+            "owner_notified -> fulfilled: released footage; details hmac:00")  # fmt: skip
+    r = log.count()
+    assert outcome(r, "search_warrant") == {"none": 2, "complete": 1}
+    assert r["legal_owner_held_keys"] == 1
+    assert r["households_affected"] == 1
+    assert ("legal_owner_held_keys", 1) in figures(r)
+    # A report made before the figure existed states none: it reads as 0.
+    old = {k: v for k, v in Log().count().items() if k != "legal_owner_held_keys"}
+    assert figures(old)[-1] == ("legal_owner_held_keys", 0)

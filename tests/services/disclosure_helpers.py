@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,13 @@ from homewarden.notify.mail import Mailer
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.disclosure import AUDIT_VERB, DisclosureService, Document, audit_kind
+from homewarden.services.household_keys import KeyRing
 from homewarden.services.notices import NoticeService
+from homewarden.services.sealed_footage import SegmentSealing, seal_segment_file
 from homewarden.store.accounts_store import UserRecord
 from homewarden.store.disclosure_store import AgencyRecord, DisclosureStore, StoredRequest
 from homewarden.store.index import Index
+from homewarden.store.records import SegmentRecord
 from tests.fixtures_mail import ReceivedMail, SmtpTestServer
 from tests.package_footage import T0, record_bikes
 from tests.web.helpers import PASSWORD, Clock
@@ -202,6 +205,31 @@ class World:
             cameras=[PORCH],
             attested=True,
         )
+
+    def record_sealed(self, camera: str, household: str, t0: float) -> list[SegmentRecord]:
+        """Record bikes.mp4 on ``camera`` from ``t0`` sealed at rest (``storage.sealed``) to
+        ``household``'s key, made here as the runtime makes it at start (held for the first
+        owner; no escrow, as emergency access is off by default); returns the indexed
+        segments. The plaintext files are gone once sealed."""
+        ring = KeyRing(
+            self.index, self.audit, self.accounts, self.settings.keys_dir, clock=self.clock
+        )
+        ring.ensure_household_key(household)
+        media = self.tmp / "media"
+        recorded = record_bikes(self.tmp, camera, t0)
+        for seg in recorded:
+            done = seal_segment_file(
+                media / seg.path, media, seg.path, camera, seg.start,
+                SegmentSealing(household, ring),
+            )  # fmt: skip
+            sealed = replace(
+                seg, path=done.path, bytes=done.bytes, sealed=True, key_id=done.key_id
+            )
+            self.index.add_segment(sealed)
+        out = [s for s in self.index.segments(camera, t0, t0 + 3600) if s.sealed]
+        assert len(out) == len(recorded)
+        assert not any((media / seg.path).exists() for seg in recorded)
+        return out
 
     # --- reading ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ deployment every test starts from."""
 
 from __future__ import annotations
 
+import copy
 import json
 import zipfile
 from collections import namedtuple
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from homewarden.crypto.signing import verify_manifest
+from homewarden.crypto.signing import SignedTreeHead, verify_manifest
 from homewarden.domain import disclosure as d
 from homewarden.domain.permissions import Principal, Role
 from homewarden.errors import (
@@ -22,10 +23,12 @@ from homewarden.errors import (
     InvalidTransitionError,
     NotFoundError,
     PermissionDeniedError,
+    VerificationError,
 )
 from homewarden.services.access_log import AccessLog
 from homewarden.services.disclosure import LINK_SECONDS, Document
 from homewarden.services.package_verify import load_public_keys, verify_package_path
+from homewarden.services.report import TransparencyReport, verify_report
 from homewarden.services.retention import run_retention_pass
 from tests.fixtures_mail import SmtpTestServer
 from tests.package_footage import T0
@@ -41,6 +44,7 @@ from tests.services.disclosure_helpers import (
     OTHER,
     PORCH,
     SHED,
+    START,
     WARRANT,
     Requester,
     World,
@@ -928,3 +932,92 @@ def test_a_requester_cannot_flood_an_owner_with_consent_requests(world: World) -
     assert len(w.svc.store.requests(household=HOME)) == 3
     w.svc.act(w.p(w.owner), first[0].id, d.OwnerDecline())
     assert w.consent(rita).state == "awaiting_owner"  # answered ones do not count
+
+
+# --- owner-held keys (issue 6) --------------------------------------------------------------
+
+
+def test_a_warrant_over_sealed_footage_without_escrow_is_answered_the_owner_holds_the_keys(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 6: "Under owner-held keys, a legal order for content is answered 'the provider
+    cannot produce this content; the owner holds the keys', recorded, and counted in the
+    transparency report". The shed's footage is sealed to the other household's key, which
+    no escrow wrap reaches (emergency access is off); a warrant over the porch's plaintext
+    footage, accepted alongside, is still packaged."""
+    w = world
+    sealed_at = T0 + 1000.0
+    segs = w.record_sealed(SHED, OTHER, sealed_at)
+    assert all(s.key_id is not None for s in segs)
+    rita = w.requester("rita")
+
+    def warrant(camera: str, start: float) -> str:
+        r = w.svc.file(
+            w.p(rita.user_id),
+            type=d.RequestType.LEGAL_ORDER,
+            order_kind=d.OrderKind.SEARCH_WARRANT,
+            case_number="CR-2026-6",
+            court="Town district court",
+            start=start - 5,
+            end=start + 15,
+            description=f"the {camera} footage of the night",
+            camera=camera,
+            documents=[WARRANT],
+        )
+        r = w.svc.act(w.p(w.legal), r.id, d.Accept("a valid warrant, particular in scope"))
+        assert r.state == "owner_notified"
+        return r.id
+
+    sealed_id = warrant(SHED, sealed_at)
+    plain_id = warrant(PORCH, T0)
+    assert w.svc.run_due() == 2
+    sealed, plain = w.svc.store.request(sealed_id), w.svc.store.request(plain_id)
+
+    # The sealed one is closed out at once with the answer, never retried, nothing written.
+    assert (sealed.state, sealed.package, sealed.next_due) == ("fulfilled", "none", None)
+    assert _packages(w, sealed_id) == []
+    assert w.entries_of(sealed_id, "footage:") == []
+    assert _reasons(w, sealed_id)[-1] == f"package none: {d.OWNER_HOLDS_KEYS}"
+    assert w.svc.run_due() == 0
+    assert w.svc.store.request(sealed_id).state == "fulfilled"
+    # The requester is told the answer; the owner had the usual notice at acceptance.
+    w.smtp.wait_for(1)
+    told = [m for m in w.mails_to(rita.email) if sealed_id in m.message["Subject"]]
+    assert any(d.OWNER_HOLDS_KEYS in m.body and "fulfilled" in m.body for m in told)
+    (notice,) = w.owner_notices(sealed_id, OTHER)
+    assert "footage will be released" in notice.body
+    assert w.owner_notices(sealed_id, HOME) == []
+    with pytest.raises(InvalidTransitionError, match="no package"):
+        w.svc.new_link(w.p(rita.user_id), sealed_id)
+    # Recorded: the published fulfilment entry says why nothing was released.
+    (fulfil,) = [e for e in w.entries_of(sealed_id) if str(e.action).endswith(":fulfil")]
+    assert str(fulfil.action) == "request:search_warrant:fulfil"
+    assert "released nothing (cannot produce content: the owner holds the keys)" in fulfil.reason
+    w.assert_audited(sealed_id)
+
+    # The plaintext one is packaged as before.
+    assert plain.state == "fulfilled"
+    assert any(n.endswith(".mp4") for n in w.package_names(plain))
+    assert "released footage" in next(
+        e.reason for e in w.entries_of(plain_id) if str(e.action).endswith(":fulfil")
+    )
+    w.assert_audited(plain_id)
+    w.audit.verify()
+
+    # Counted in the transparency report, which recounts from the public export.
+    reports = TransparencyReport(w.audit)
+    report = reports.build(START - 1, START + DAY)
+    figures = report["figures"]
+    assert figures["requests"]["search_warrant"] == 2
+    assert figures["outcomes"]["search_warrant"]["complete"] == 1
+    assert figures["outcomes"]["search_warrant"]["none"] == 1
+    assert figures["legal_owner_held_keys"] == 1
+    assert figures["households_affected"] == 1  # the porch's household only
+    export = tmp_path / "log.jsonl"
+    with export.open("w", encoding="utf-8") as f:
+        reports.export_public(f, SignedTreeHead.from_json(report["tree_head"]))
+    assert verify_report(report, export)["ok"] is True
+    edited = copy.deepcopy(report)
+    edited["figures"]["legal_owner_held_keys"] = 0
+    with pytest.raises(VerificationError, match="legal_owner_held_keys"):
+        verify_report(edited, export)

@@ -242,6 +242,8 @@ EXPECTED: dict[str, Any] = {
     "notices_pending": 1,
     # home only: the shed's warrant released nothing, the shed's subpoena is before R0
     "households_affected": 1,
+    # no warrant met footage sealed to keys only its household holds (issue 6)
+    "legal_owner_held_keys": 0,
 }
 
 

@@ -59,6 +59,8 @@ MAX_NONDISCLOSURE_SECONDS = 366 * 86400.0
 CLOCK_SLACK_SECONDS = 300.0
 #: Longest free-text fields (reasons, descriptions), characters.
 MAX_TEXT = 4000
+#: The answer to a request for footage sealed to keys only the household holds (issue 6).
+OWNER_HOLDS_KEYS = "the provider cannot produce this content; the owner holds the keys"
 
 
 class RequestType(StrEnum):
@@ -510,9 +512,17 @@ class SendScheduledNotice:
 
 @dataclass(frozen=True, slots=True)
 class Fulfil:
-    """The released scope was packaged for the requester; ``package`` names it."""
+    """The released scope was packaged for the requester; ``package`` names it (``none``
+    when nothing was found to release).
+
+    ``owner_holds_keys``: an accepted search warrant's footage is sealed to the household's
+    own keys and the deployment holds no key for it (no escrow wrap; issue 6, "Under
+    owner-held keys, a legal order for content is answered 'the provider cannot produce this
+    content; the owner holds the keys'"): fulfilled with package ``none`` and that answer.
+    """
 
     package: str
+    owner_holds_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,9 +831,18 @@ def decide(req: Request, action: Action, actor: Party, policy: Policy, now: floa
             check_releasable(req)
             if req.release is Release.NONE:
                 raise InvalidTransitionError("a preservation request discloses nothing")
-            out.move("fulfil", State.FULFILLED, actor, now,
-                     f"package {action.package} ready for the requester "
-                     f"({req.release})")  # fmt: skip
+            if action.owner_holds_keys:
+                if req.release is not Release.FOOTAGE or action.package != "none":
+                    raise InvalidTransitionError(
+                        "only a request for footage is answered that the owner holds the "
+                        "keys, and then with no package"
+                    )
+                out.move("fulfil", State.FULFILLED, actor, now,
+                         f"package none: {OWNER_HOLDS_KEYS}")  # fmt: skip
+            else:
+                out.move("fulfil", State.FULFILLED, actor, now,
+                         f"package {action.package} ready for the requester "
+                         f"({req.release})")  # fmt: skip
         case Renew():
             _renew(out, action, actor, now)
         case EndPreservation():

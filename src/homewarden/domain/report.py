@@ -34,7 +34,11 @@ outcome is what the entries up to the head say):
   ``schedule`` entry (a non-disclosure order, or an emergency notice delay); still pending:
   delayed and not yet notified;
 - households affected: distinct households of requests whose fulfilment released something
-  (footage or account facts).
+  (footage or account facts);
+- legal orders answered under owner-held keys (``legal_owner_held_keys``): search warrants
+  fulfilled with ``released nothing (cannot produce content: the owner holds the keys)``,
+  the footage being sealed to keys only the household holds (issue 6). They count as
+  ``none`` among their kind's outcomes too; this figure says why.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ from homewarden.errors import InvalidRequestError
 KINDS = ("consent", "subpoena", "court_order", "search_warrant", "preservation", "emergency")
 #: Legal-order kinds.
 LEGAL_KINDS = ("subpoena", "court_order", "search_warrant")
+#: What a fulfilment entry says when the footage is sealed to keys only the household holds.
+OWNER_HELD_KEYS_WHAT = "the owner holds the keys"
 #: Report schema version.
 REPORT_VERSION = 1
 
@@ -114,6 +120,7 @@ class _Story:
     accepted_state: str | None = None
     disclosed: bool = False
     released_nothing: bool = False
+    owner_held_keys: bool = False
     emergency_released: bool = False
 
 
@@ -166,7 +173,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
 
     Returns ``{"requests": {kind: n}, "outcomes": {kind: {outcome: n}},
     "owners_notified": n, "notices_delayed": n, "notices_pending": n,
-    "households_affected": n}``.
+    "households_affected": n, "legal_owner_held_keys": n}``.
 
     Raises:
         InvalidRequestError: ``end_ms <= start_ms``.
@@ -189,6 +196,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
         if e.verb == "fulfil":
             if ": released nothing" in e.reason:
                 story.released_nothing = True
+                story.owner_held_keys = OWNER_HELD_KEYS_WHAT in e.reason.split("; details ")[0]
             else:
                 story.disclosed = True
     counted = [
@@ -196,7 +204,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
     ]
     requests = {k: 0 for k in KINDS}
     outcomes = {k: dict.fromkeys(OUTCOMES[k], 0) for k in KINDS}
-    notified = delayed = pending = 0
+    notified = delayed = pending = owner_held_keys = 0
     households: set[str] = set()
     for s in counted:
         requests[s.kind] += 1
@@ -205,6 +213,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
         notified += "notify" in verbs
         delayed += "schedule" in verbs
         pending += "schedule" in verbs and "notify" not in verbs
+        owner_held_keys += s.kind in LEGAL_KINDS and s.owner_held_keys
         if s.disclosed and s.household is not None:
             households.add(s.household)
     return {
@@ -214,6 +223,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
         "notices_delayed": delayed,
         "notices_pending": pending,
         "households_affected": len(households),
+        "legal_owner_held_keys": owner_held_keys,
     }
 
 
@@ -230,4 +240,6 @@ def figures(report_counts: Mapping[str, Any]) -> list[tuple[str, int]]:
             )
     for name in ("owners_notified", "notices_delayed", "notices_pending", "households_affected"):
         rows.append((name, int(report_counts[name])))
+    # Reports made before this figure existed state none (0): no such entry was written then.
+    rows.append(("legal_owner_held_keys", int(report_counts.get("legal_owner_held_keys", 0))))
     return rows

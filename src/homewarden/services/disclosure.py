@@ -64,6 +64,7 @@ from homewarden.store.disclosure_store import (
     NewTransition,
     StoredRequest,
 )
+from homewarden.store.household_key_store import HouseholdKeyStore
 from homewarden.store.index import Index
 from homewarden.store.keyfiles import create_secret, read_secret
 from homewarden.timefmt import utc_seconds_text
@@ -1132,8 +1133,12 @@ class DisclosureService:
             and self._next_due(req, None, now) == now
             and (req.release is not d.Release.NONE)
         ):
-            package = self._package(stored, req)
-            stored = self._step(stored, d.Fulfil(package), d.SYSTEM)
+            if self._owner_holds_keys(req):
+                log.info("request %s: %s", req.id, d.OWNER_HOLDS_KEYS)
+                stored = self._step(stored, d.Fulfil("none", owner_holds_keys=True), d.SYSTEM)
+            else:
+                package = self._package(stored, req)
+                stored = self._step(stored, d.Fulfil(package), d.SYSTEM)
         elif stored.next_due is not None and stored.next_due <= now:
             # Nothing was due after all (a stale time): recompute it.
             self._store.update_request(
@@ -1147,6 +1152,31 @@ class DisclosureService:
             )
 
     # --- packages --------------------------------------------------------------------------
+
+    def _owner_holds_keys(self, req: d.Request) -> bool:
+        """Whether an accepted search warrant's scope holds footage the deployment cannot
+        open: a segment sealed (``storage.sealed``) to a household key version that is not
+        sealed to the escrow key too (escrow exists only when the owner turned emergency
+        access on), and staff never hold an owner's session keys. Issue 6: such an order is
+        answered "the provider cannot produce this content; the owner holds the keys".
+        Footage in the clear, or sealed under an escrowed version, is not this case."""
+        if d.release_grounds(req) != "search warrant":
+            return False
+        s = req.scope
+        sealed = {
+            seg.key_id
+            for cam in s.cameras
+            for seg in self._index.segments(cam, s.start, s.end)
+            if seg.sealed
+        }
+        if not sealed:
+            return False
+        escrowed = {
+            seal.key_id
+            for seal in HouseholdKeyStore(self._index).household_seals(s.household)
+            if seal.escrow_key_id is not None
+        }
+        return any(k is None or bytes(k) not in escrowed for k in sealed)
 
     def _package(self, stored: StoredRequest, req: d.Request) -> str:
         """Write the package of a decided request; returns its zip's name in
@@ -1337,6 +1367,8 @@ def _public_what(req: d.Request, t: d.Transition) -> str:
     if t.action == "reject" and req.reject_code is not None:
         return f"rejected: {req.reject_code}"
     if t.action == "fulfil":
+        if t.reason == f"package none: {d.OWNER_HOLDS_KEYS}":
+            return "released nothing (cannot produce content: the owner holds the keys)"
         if t.reason.startswith("package none "):
             return "released nothing"
         return f"released {req.release}"
