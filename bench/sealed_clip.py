@@ -4,11 +4,13 @@ The same 30 s span of real footage (``bikes.mp4`` looped by the recorder's own s
 writer into ~2 s segments, cut at keyframes) is composed into an MP4 clip
 (:func:`homewarden.media.clip.compose_clip`) from plaintext ``.mp4`` segments and from the
 same segments sealed to a household key (opened in memory with the key pair, as
-:func:`homewarden.services.sealed_footage.open_sealed_segment` does for a session, and the
-composed clip then sealed into the clip cache under an in-memory key and read back whole, as
-``Queries`` and the web app serve it), several times each, alternating; the median wall time
-of each and their ratio are printed. Both are a first, uncached request (later range
-requests of either are served from the cache).
+:func:`homewarden.services.sealed_footage.open_sealed_segment` does for a session, the
+clip composed in a private directory of the memory file system ``Queries`` uses
+(:data:`homewarden.services.queries.MEMORY_DIR`), read into memory, the directory removed,
+and served whole from memory in :data:`~homewarden.services.queries.CLIP_CHUNK_BYTES`
+chunks, as ``Queries`` and the web app serve it), several times each, alternating; the
+median wall time of each and their ratio are printed. Both are a first, uncached request
+(later range requests of either are served from the cache).
 
 Run from the repo root: ``.venv/bin/python bench/sealed_clip.py [--repeat 5]``.
 """
@@ -22,6 +24,7 @@ if __name__ == "__main__" and not __package__:  # run as a script: make `bench` 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,22 +34,15 @@ import av
 from bench._common import footage_path
 
 from homewarden.crypto.household_keys import generate_household_key
-from homewarden.crypto.sealing import (
-    HEADER_SIZE,
-    SegmentIdentity,
-    SegmentOpener,
-    SegmentSealer,
-    open_header,
-)
 from homewarden.media.clip import compose_clip
 from homewarden.media.segment_writer import SegmentWriter
+from homewarden.services.queries import CLIP_CHUNK_BYTES, MEMORY_CLIP_PREFIX, MEMORY_DIR
 from homewarden.services.sealed_footage import (
     SegmentSealing,
     open_sealed_segment,
     seal_segment_file,
 )
 from homewarden.store.records import SegmentRecord
-from homewarden.store.sealed_files import iter_sealed_range, read_sealed_header, write_sealed_file
 
 SPAN = 30.0
 
@@ -119,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         def reader(path: Path) -> bytes:
             return open_sealed_segment(sealed_dir, records[path], "home", lambda h, k: keys.pair)
 
-        cache_key = generate_household_key()
+        memory = MEMORY_DIR if MEMORY_DIR.is_dir() else work
         times: dict[str, list[float]] = {"plain": [], "sealed": []}
         for n in range(args.repeat):
             for kind in ("plain", "sealed"):
@@ -131,22 +127,18 @@ def main(argv: list[str] | None = None) -> int:
                         while f.read(1024 * 1024):
                             pass
                 else:
-                    compose_clip(sealed_parts, 1.0, 1.0 + SPAN, out, reader=reader)
-                    cached = work / f"{kind}-{n}.hwclip"
-                    ident = SegmentIdentity(cached.name, "cam", 0.0)
-                    with out.open("rb") as plain:
-                        write_sealed_file(
-                            cached, SegmentSealer(cache_key.public, ident), plain, durable=False
-                        )
-                    opener = SegmentOpener(
-                        read_sealed_header(cached, open_header, HEADER_SIZE), cache_key, ident
-                    )
-                    with cached.open("rb") as f:
-                        for _ in iter_sealed_range(f, opener, 0, opener.plaintext_length):
-                            pass
-                    cached.unlink()
+                    private = Path(tempfile.mkdtemp(prefix=MEMORY_CLIP_PREFIX, dir=memory))
+                    try:
+                        clip = private / "clip.mp4"
+                        compose_clip(sealed_parts, 1.0, 1.0 + SPAN, clip, reader=reader)
+                        data = clip.read_bytes()
+                    finally:
+                        shutil.rmtree(private, ignore_errors=True)
+                    view = memoryview(data)
+                    for lo in range(0, len(data), CLIP_CHUNK_BYTES):
+                        bytes(view[lo : lo + CLIP_CHUNK_BYTES])
                 times[kind].append(time.perf_counter() - t0)
-                out.unlink()
+                out.unlink(missing_ok=True)
     plain, sealed = statistics.median(times["plain"]), statistics.median(times["sealed"])
     print(f"{len(segs)} segments, {SPAN:.0f} s clip, {args.repeat} compositions each")
     print(f"plaintext: median {plain * 1000:.1f} ms")

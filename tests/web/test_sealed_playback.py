@@ -10,9 +10,11 @@ import dataclasses
 import hashlib
 import io
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -23,9 +25,11 @@ from homewarden.config import Settings
 from homewarden.crypto.household_keys import ARGON2ID_FLOOR
 from homewarden.domain.audit import Actor
 from homewarden.errors import KeysLockedError
+from homewarden.media.clip import compose_clip
 from homewarden.services.audit import AuditLog
 from homewarden.services.evidence import EvidenceService
 from homewarden.services.household_keys import KeyRing, attach
+from homewarden.services.queries import Queries
 from homewarden.services.runtime import AppContext
 from homewarden.services.sealed_footage import (
     SEALED_SUFFIX,
@@ -135,13 +139,12 @@ def test_the_owners_session_plays_downloads_and_sees_snapshots(site: Site) -> No
     latest = owner.get("/api/cameras/front/latest.jpg")
     assert latest.status_code == 200, latest.text[:300]
     assert latest.content.startswith(b"\xff\xd8\xff")
-    # the clip cache holds the clips sealed to its in-memory key, nothing in the clear
+    # clips of sealed footage are cached in the process's memory only: nothing on disk
     clips = site.ctx.settings.cache_dir / "clips"
-    cached = [p for p in clips.rglob("*") if p.is_file()]
-    assert cached
-    assert all(p.name.endswith(".hwclip") for p in cached)
-    assert all(p.read_bytes().startswith(b"HWSEAL") for p in cached)
-    assert all(b"ftyp" not in p.read_bytes()[:4096] for p in cached)
+    assert not [p for p in clips.rglob("*") if p.is_file()]
+    assert site.ctx.queries.sealed_clip_cache_usage()[0] >= 2
+    data_dir = site.ctx.settings.data_dir
+    assert not [p for p in data_dir.rglob("*") if p.is_file() and b"ftyp" in p.read_bytes()]
 
 
 def test_sealed_clips_answer_byte_ranges(site: Site) -> None:
@@ -219,3 +222,79 @@ def test_an_owners_export_opens_sealed_footage_with_her_keys(site: Site, tmp_pat
     result = evidence.export(["front"], T0, T0 + 9.0, out, actor=actor, reason="test", keys=keys)
     (clip,) = result.released
     assert _frames((result.folder / clip).read_bytes()) > 100
+
+
+def _owner_keys(site: Site, owner: TestClient) -> SessionKeys:
+    secret = owner.cookies.get(SESSION_COOKIE)
+    assert secret
+    return SessionKeys(site.keys, hashlib.sha256(secret.encode()).hexdigest())
+
+
+def test_the_sealed_clip_cache_evicts_past_its_byte_cap(site: Site) -> None:
+    keys = _owner_keys(site, site.owner())
+    actor = Actor.of_principal(
+        site.ctx.accounts.principal_of(site.ctx.accounts.user_by_name("owner"))
+    )
+    spans = [(T0, T0 + 9.0), (T0 + 1.0, T0 + 9.0), (T0 + 2.0, T0 + 9.0)]
+    roomy = Queries(site.ctx.index, site.ctx.settings, audit=site.ctx.audit)
+    sizes = [
+        roomy.range_clip("front", a, b, actor=actor, reason="test", keys=keys).bytes
+        for a, b in spans
+    ]
+    assert roomy.sealed_clip_cache_usage() == (3, sum(sizes))
+    cap = sizes[1] + sizes[2]  # room for the last two, not for all three
+    small = Queries(
+        site.ctx.index, site.ctx.settings, audit=site.ctx.audit, sealed_clip_cache_bytes=cap
+    )
+    first = small.range_clip("front", *spans[0], actor=actor, reason="test", keys=keys)
+    for a, b in spans[1:]:
+        small.range_clip("front", a, b, actor=actor, reason="test", keys=keys)
+    count, used = small.sealed_clip_cache_usage()
+    assert (count, used) == (2, sizes[1] + sizes[2])
+    assert used <= cap
+    # the evicted clip is still served whole from the memory it was handed out with
+    whole = b"".join(small.clip_chunks(first, 0, first.bytes))
+    assert len(whole) == first.bytes
+    assert _frames(whole) > 100
+    # a clip larger than the whole cap is served but not kept
+    tiny = Queries(
+        site.ctx.index, site.ctx.settings, audit=site.ctx.audit, sealed_clip_cache_bytes=1000
+    )
+    big = tiny.range_clip("front", *spans[0], actor=actor, reason="test", keys=keys)
+    assert tiny.sealed_clip_cache_usage() == (0, 0)
+    assert b"".join(tiny.clip_chunks(big, 100, 200)) == whole[100:200]
+
+
+def test_serving_a_sealed_clip_writes_no_plaintext_under_data_or_tmp(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    written: list[Path] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = Path(args[3])
+        info = compose_clip(*args, **kwargs)
+        written.append(out)
+        assert out.is_file()  # the composed clip, plaintext: where is it?
+        return info
+
+    monkeypatch.setattr("homewarden.services.queries.compose_clip", spy)
+    owner = site.owner()
+    whole = owner.get("/api/cameras/front/clip.mp4", params=SPAN)
+    assert whole.status_code == 200
+    part = owner.get("/api/cameras/front/clip.mp4", params=SPAN, headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206
+    assert part.content == whole.content[:100]
+    assert len(written) == 1  # composed once, the range served from memory
+    data_dir = site.ctx.settings.data_dir.resolve()
+    for out in written:
+        where = out.resolve()
+        assert not where.is_relative_to(data_dir), where
+        assert not where.is_relative_to(tmp.resolve()), where
+        assert not where.is_relative_to(Path("/tmp").resolve()), where
+        assert not where.exists()  # removed at once
+    for root in (data_dir, tmp):
+        assert not [p for p in root.rglob("*") if p.is_file() and b"ftyp" in p.read_bytes()]

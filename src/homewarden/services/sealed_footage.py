@@ -33,7 +33,9 @@ were never unlocked here) is :class:`~homewarden.errors.KeysLockedError`: "sign 
 unlock the household keys". A segment that does not open (a byte changed, truncated, renamed,
 the wrong key) raises the :class:`~homewarden.errors.SealedDataError` of
 :mod:`homewarden.crypto.sealing` with a message naming the segment, and is logged as an
-error; nothing of it is played.
+error; nothing of it is played. Clips composed from sealed segments are kept in the
+serving process's memory only, never written to disk in the clear
+(:meth:`~homewarden.services.queries.Queries.clip_chunks`).
 """
 
 from __future__ import annotations

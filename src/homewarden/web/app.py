@@ -205,8 +205,9 @@ def single_byte_range(value: str, size: int) -> tuple[int, int] | None:
 
 
 def _sealed_clip_response(request: Request, clip: ClipFile, queries: Queries) -> Response:
-    """A clip cached sealed (:meth:`Queries.clip_chunks`): the whole (200) or one byte range
-    (206, RFC 9110 section 14.4); an unsatisfiable range is a 416 problem, as for files."""
+    """A clip of sealed footage, in memory (:meth:`Queries.clip_chunks`): the whole (200) or
+    one byte range (206, RFC 9110 section 14.4); an unsatisfiable range is a 416 problem,
+    as for files."""
     size = clip.bytes
     headers = {
         **_clip_headers(clip),
