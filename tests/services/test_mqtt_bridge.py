@@ -562,6 +562,12 @@ def test_two_nodes_do_not_knock_each_other_off_the_broker(env: Env, system_broke
         a = env.make(system_broker, prefix, node="web-a")
         b = env.make(system_broker, prefix, node="web-b")
         _wait(lambda: a.connected and b.connected, "both bridges connected")
+        # Each bridge announces "online" once it is connected; the announcements can reach the
+        # subscriber after ``connected`` is already true, so wait for both before counting.
+        _wait(
+            lambda: [m.text for m in sub.messages].count("online") >= 2,
+            "both bridges announced online",
+        )
         mark = len(sub.messages)
         deadline = time.monotonic() + 4.0  # the flapping was every second
         while time.monotonic() < deadline:
