@@ -24,6 +24,14 @@ newest signed tree head, ``rotate-key`` replaces the log signing key.
 ``homewarden export`` writes the owner's evidence package of cameras over a time span (a
 folder and a zip; ``--redact`` releases redacted copies); ``homewarden verify PACKAGE`` checks
 one offline and exits 1 with the precise reason when it does not verify.
+
+Over footage sealed at rest (``storage.sealed``), ``clip`` and ``export`` need ``--user NAME``:
+that person's password (getpass on the terminal, or ``--password-file`` of mode 0600) opens
+the household key versions they hold for this one command, in memory only
+(:meth:`KeyRing.unlock_with_password`, audited); without it they stop before writing anything.
+
+``homewarden footage seal`` seals footage recorded before ``storage.sealed`` was turned on
+(:mod:`homewarden.services.seal_existing`), with a progress bar (``--quiet``: none).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import getpass
 import json
 import logging
 import os
+import stat
 import sys
 import time
 import urllib.error
@@ -47,7 +56,17 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -61,6 +80,7 @@ from homewarden.errors import (
     FootageUnavailableError,
     HomeWardenError,
     InvalidRequestError,
+    KeysLockedError,
     LogTamperedError,
     NotFoundError,
     StorageError,
@@ -92,6 +112,8 @@ from homewarden.services.report import (
     verify_report,
 )
 from homewarden.services.runtime import ApiAddress, Runtime
+from homewarden.services.seal_existing import SealExisting, SealProgress
+from homewarden.services.sealed_footage import KeySource
 from homewarden.store.disclosure_store import DisclosureStore
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
@@ -150,6 +172,10 @@ escrow_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(escrow_app, name="escrow")
+footage_app = typer.Typer(
+    cls=_Group, help="Recorded footage at rest (sealing older footage).", no_args_is_help=True
+)
+app.add_typer(footage_app, name="footage")
 
 ConfigOpt = Annotated[
     Path | None,
@@ -626,6 +652,129 @@ def events(
         out.print(f"More: --cursor {page.next_cursor}")
 
 
+# ------------------------------------------------------------------------------------------
+# sealed footage at the shell (storage.sealed; issue 6): a person's password, for one command
+
+UserOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--user",
+        help="Open sealed footage with this person's household keys (an owner, or a member "
+        "granted the cameras); their password is read from the terminal or --password-file.",
+    ),
+]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help="Read --user's password from this file's first line (for scripts); it must not "
+        "be readable or writable by group or others (chmod 600).",
+        dir_okay=False,
+    ),
+]
+
+
+def _read_password_file(path: Path) -> str:
+    """The first line of ``path`` (without its line ending), refusing a file that group or
+    others may read or write (mode & 0o077, as ssh refuses a private key), a symlink, or
+    anything but a regular file.
+
+    Raises:
+        InvalidRequestError: the file's mode is too open, or it is empty.
+        StorageError: it cannot be opened or read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StorageError(f"cannot read password file {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidRequestError(f"password file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise InvalidRequestError(
+                f"refusing password file {path}: its mode {stat.S_IMODE(st.st_mode):04o} lets "
+                f"group or others read or write it; run `chmod 600 {path}`"
+            )
+        try:
+            raw = fh.read(64 * 1024)
+        except OSError as exc:
+            raise StorageError(f"cannot read password file {path}: {exc.strerror}") from exc
+    line = raw.decode("utf-8", errors="strict").splitlines()[0] if raw else ""
+    if not line:
+        raise InvalidRequestError(f"password file {path} is empty")
+    return line
+
+
+def _shell_password(username: str, password_file: Path | None) -> str:
+    """``username``'s password: from ``password_file``, else asked on the terminal
+    (getpass, not echoed).
+
+    Raises:
+        InvalidRequestError: no password given, or a bad password file (see
+            :func:`_read_password_file`).
+    """
+    if password_file is not None:
+        return _read_password_file(password_file)
+    try:
+        password = getpass.getpass(f"Password of {username}: ")
+    except (EOFError, KeyboardInterrupt):
+        password = ""
+    if not password:
+        raise InvalidRequestError(f"no password given for {username}")
+    return password
+
+
+def _footage_keys(
+    settings: Settings,
+    index: Index,
+    audit: AuditLog,
+    cameras: Sequence[str],
+    start: float,
+    end: float,
+    *,
+    user: str | None,
+    password_file: Path | None,
+    purpose: str,
+) -> KeySource | None:
+    """The household keys that open the sealed footage of ``cameras`` over
+    ``[start, end]`` (UTC epoch s): None when none of it is sealed (``--user`` is then not
+    needed and no password is asked); else ``user``'s, unlocked with their password
+    (:meth:`KeyRing.unlock_with_password`: audited), and checked against every key version
+    the footage is sealed to before anything is accounted or written.
+
+    Raises:
+        InvalidRequestError: ``--password-file`` without ``--user``; no password; a bad
+            password file.
+        KeysLockedError: sealed footage and no ``--user``.
+        AuthenticationError: a wrong password (audited), a disabled account, ...
+        PermissionDeniedError: a member not granted one of ``cameras``.
+        KeyUnavailableError: the person holds no key of a version the footage is sealed to
+            (revoked, or granted after it was recorded).
+    """
+    if password_file is not None and user is None:
+        raise InvalidRequestError("--password-file needs --user NAME")
+    sealed = [s for cam in cameras for s in index.segments(cam, start, end) if s.sealed]
+    if not sealed:
+        return None
+    if user is None:
+        names = ", ".join(sorted({s.camera for s in sealed}))
+        raise KeysLockedError(
+            f"the footage of camera(s) {names} in this span is sealed at rest: pass --user "
+            "NAME (an owner, or a member granted the cameras) to open it with their password "
+            "(asked on the terminal, or --password-file PATH); nothing was written"
+        )
+    password = _shell_password(user, password_file)
+    accounts = AccountService(index, audit, settings)
+    ring = KeyRing(index, audit, accounts, settings.keys_dir)
+    keys = ring.unlock_with_password(
+        user, password, _cli_actor(), cameras=list(cameras), purpose=purpose
+    )
+    for cam, key_id in sorted({(s.camera, s.key_id) for s in sealed if s.key_id is not None}):
+        keys(settings.camera_household(cam), key_id)  # KeyUnavailableError before any write
+    return keys
+
+
 @app.command()
 def clip(
     camera: Annotated[str, typer.Option("--camera", help="Camera name.")],
@@ -643,20 +792,28 @@ def clip(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT if it is an existing file.")
     ] = False,
+    user: UserOpt = None,
+    password_file: PasswordFileOpt = None,
 ) -> None:
     """Write a clip of any time range, remuxed from the segments (no re-encode); the access
     is an entry of the audit log. OUTPUT's directory must exist; an existing OUTPUT is
-    replaced only with --overwrite."""
+    replaced only with --overwrite. Footage sealed at rest needs --user NAME (their password
+    opens it; the unlock is audited); OUTPUT is then the plaintext clip asked for."""
     settings = load_settings(config, data_dir=data_dir)
     lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
     if not overwrite and output.is_file() and not output.is_symlink():
         raise StorageError(
             f"cannot write clip {output}: it already exists; pass --overwrite to replace it"
         )
-    with _queries(settings) as q:
-        result = q.write_clip(
-            camera, lo, hi, output, actor=_cli_actor(), reason=reason, overwrite=overwrite
-        )
+    with _index(settings) as index, _open_audit(settings) as audit:
+        keys = _footage_keys(
+            settings, index, audit, [camera], lo, hi,
+            user=user, password_file=password_file, purpose=f"clip of camera {camera}",
+        )  # fmt: skip
+        result = Queries(index, settings, audit=audit).write_clip(
+            camera, lo, hi, output, actor=_cli_actor(), reason=reason, overwrite=overwrite,
+            keys=keys,
+        )  # fmt: skip
     info = {
         "path": str(result.path),
         "camera": result.camera,
@@ -845,6 +1002,54 @@ def escrow_init(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     out.print("They are shown this once and stored nowhere: give each to one custodian.")
     for number, share in enumerate(shares, start=1):
         typer.echo(f"custodian {number}: {share}")
+
+
+@footage_app.command("seal")
+def footage_seal(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar (for scripts).")
+    ] = False,
+) -> None:
+    """Seal the footage recorded before storage.sealed was turned on (plaintext segments
+    and event snapshots) to each household's current key, deleting the plaintext; resumable
+    (run it again after an interruption), safe beside a running `homewarden run`. Prints
+    one summary line; exit 2 if anything could not be sealed (run it again)."""
+    settings = load_settings(config, data_dir=data_dir)
+    with _index(settings) as index, _open_audit(settings) as audit:
+        service = SealExisting(index, settings, audit)
+        if quiet:
+            report = service.run(_cli_actor())
+        else:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=err,
+            ) as bar:
+                tasks: dict[str, TaskID] = {}
+
+                def show(p: SealProgress) -> None:
+                    if p.kind not in tasks:
+                        tasks[p.kind] = bar.add_task(p.kind, total=None)
+                    what = f"{p.kind} {p.done}/{p.total}"
+                    if p.kind == "segments":
+                        bar.update(tasks[p.kind], description=what,
+                                   completed=p.bytes_done, total=p.bytes_total)  # fmt: skip
+                    else:
+                        bar.update(tasks[p.kind], description=what,
+                                   completed=p.done, total=p.total)  # fmt: skip
+
+                report = service.run(_cli_actor(), show)
+    typer.echo(report.summary())
+    if report.failed:
+        raise StorageError(
+            f"{report.failed} could not be sealed (see the log); their plaintext is kept: "
+            "run `homewarden footage seal` again"
+        )
 
 
 @config_app.command("check")
@@ -1200,18 +1405,26 @@ def export(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     json_: JsonOpt = False,
+    user: UserOpt = None,
+    password_file: PasswordFileOpt = None,
 ) -> None:
     """Write a signed evidence package of the cameras' footage over [START, END]: clips
     remuxed from the recordings, manifest.json, manifest.sig, audit.json (the export's audit
     entries with proofs) and README.txt, as a folder and a .zip. The export is an entry of
-    the audit log."""
+    the audit log. Footage sealed at rest needs --user NAME (their password opens it; the
+    unlock is audited); the package then holds the plaintext clips asked for."""
     settings = load_settings(config, data_dir=data_dir)
     lo, hi = parse_time(start, name="start"), parse_time(end, name="end")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"cannot make {out_dir}: {exc.strerror or exc}") from exc
     with _index(settings) as index, _open_audit(settings) as audit:
+        keys = _footage_keys(
+            settings, index, audit, camera, lo, hi,
+            user=user, password_file=password_file,
+            purpose=f"export of camera(s) {', '.join(camera)}",
+        )  # fmt: skip
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot make {out_dir}: {exc.strerror or exc}") from exc
         service = EvidenceService(index, settings, audit)
         with _progress() as bar:
             task = bar.add_task("export", total=1.0)
@@ -1224,6 +1437,7 @@ def export(
                 reason=reason,
                 redact=redact,
                 progress=lambda what, done: bar.update(task, completed=done, description=what),
+                keys=keys,
             )
     info = {
         "package": str(result.folder),

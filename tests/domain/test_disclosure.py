@@ -55,6 +55,7 @@ from homewarden.domain.disclosure import (
     due_actions,
     file_request,
     next_due,
+    owner_holds_keys,
     release_grounds,
 )
 from homewarden.errors import (
@@ -358,7 +359,19 @@ def test_a_warrant_the_owner_holds_the_keys_for_is_fulfilled_with_that_answer() 
     assert [(t.action, t.reason) for t in f.transitions] == [
         ("fulfil", f"package none: {OWNER_HOLDS_KEYS}")
     ]
-    assert f.effects == ()
+    # The owner was told footage would be released: they are told now that nothing was.
+    (told,) = f.effects
+    assert isinstance(told, SendOwnerNotice)
+    assert f"was fulfilled: nothing was released, as {OWNER_HOLDS_KEYS}" in told.text
+    assert f.request.owner_holds_keys
+    # Told so at acceptance already (the service saw the sealed scope): no second notice.
+    accepted = owner_holds_keys(step(filed(RequestType.LEGAL_ORDER), Accept("w"), LEGAL))
+    (notice,) = accepted.effects
+    assert isinstance(notice, SendOwnerNotice)
+    assert "will be released" not in notice.text
+    assert f"nothing can be released, as {OWNER_HOLDS_KEYS}" in notice.text
+    again = step(accepted.request, Fulfil("none", owner_holds_keys=True), SYSTEM)
+    assert again.effects == ()
     facts = filed(RequestType.LEGAL_ORDER, order_kind=OrderKind.SUBPOENA)
     facts = step(facts, Accept("valid order"), LEGAL).request
     with pytest.raises(InvalidTransitionError, match="only a request for footage"):

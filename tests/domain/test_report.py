@@ -419,7 +419,7 @@ def test_figures_are_flattened_in_report_order_with_their_names() -> None:
         [f"requests.{k}" for k in KINDS]
         + [f"outcomes.{k}.{o}" for k in KINDS for o in OUTCOMES[k]]
         + ["owners_notified", "notices_delayed", "notices_pending", "households_affected"]
-        + ["legal_owner_held_keys"]
+        + ["legal_owner_held_keys", "emergency_owner_held_keys"]
     )
     assert names == expected
     assert names[:6] == [
@@ -470,5 +470,26 @@ def test_a_warrant_answered_under_owner_held_keys_counts_as_none_and_on_its_own(
     assert r["households_affected"] == 1
     assert ("legal_owner_held_keys", 1) in figures(r)
     # A report made before the figure existed states none: it reads as 0.
-    old = {k: v for k, v in Log().count().items() if k != "legal_owner_held_keys"}
-    assert figures(old)[-1] == ("legal_owner_held_keys", 0)
+    old = {k: v for k, v in Log().count().items() if not k.endswith("_owner_held_keys")}
+    assert figures(old)[-2:] == [("legal_owner_held_keys", 0), ("emergency_owner_held_keys", 0)]
+
+
+def test_an_emergency_answered_under_owner_held_keys_is_counted_on_its_own() -> None:
+    """Issue 6: an approved emergency over footage sealed to keys only the household holds
+    (no escrow) released nothing; the figure says so, and no household counts as affected."""
+    log = Log()
+    for rid in ("e1", "e2"):
+        log.opened("emergency", rid)
+        log.add("emergency", "approve", rid, "under_review -> approved: approve; details hmac:0")
+    log.add(
+        "emergency", "fulfil", "e1",
+        "owner_notified -> fulfilled: released nothing (cannot produce content: the owner "
+        "holds the keys); details hmac:00",
+    )  # fmt: skip
+    log.add("emergency", "fulfil", "e2",
+            "owner_notified -> fulfilled: released footage; details hmac:00")  # fmt: skip
+    r = log.count()
+    assert outcome(r, "emergency") == {"disclosed": 2}
+    assert (r["emergency_owner_held_keys"], r["legal_owner_held_keys"]) == (1, 0)
+    assert r["households_affected"] == 1
+    assert ("emergency_owner_held_keys", 1) in figures(r)

@@ -980,12 +980,14 @@ def test_a_warrant_over_sealed_footage_without_escrow_is_answered_the_owner_hold
     assert _reasons(w, sealed_id)[-1] == f"package none: {d.OWNER_HOLDS_KEYS}"
     assert w.svc.run_due() == 0
     assert w.svc.store.request(sealed_id).state == "fulfilled"
-    # The requester is told the answer; the owner had the usual notice at acceptance.
+    # The requester is told the answer; the owner's notice at acceptance says nothing can be
+    # released as they hold the keys (one notice: not "will be released" and then a retraction).
     w.smtp.wait_for(1)
     told = [m for m in w.mails_to(rita.email) if sealed_id in m.message["Subject"]]
     assert any(d.OWNER_HOLDS_KEYS in m.body and "fulfilled" in m.body for m in told)
     (notice,) = w.owner_notices(sealed_id, OTHER)
-    assert "footage will be released" in notice.body
+    assert "will be released" not in notice.body
+    assert f"nothing can be released, as {d.OWNER_HOLDS_KEYS}" in notice.body
     assert w.owner_notices(sealed_id, HOME) == []
     with pytest.raises(InvalidTransitionError, match="no package"):
         w.svc.new_link(w.p(rita.user_id), sealed_id)

@@ -244,6 +244,7 @@ EXPECTED: dict[str, Any] = {
     "households_affected": 1,
     # no warrant met footage sealed to keys only its household holds (issue 6)
     "legal_owner_held_keys": 0,
+    "emergency_owner_held_keys": 0,
 }
 
 

@@ -893,6 +893,7 @@ def test_openapi_lists_the_disclosure_routes_with_their_permissions(site: Site) 
         ("post", "/api/staff/agencies"): ["disclosure:agency:manage"],
         ("post", "/api/requests"): ["disclosure:request:file"],
         ("post", "/api/requests/{request_id}/answer"): ["disclosure:request:answer"],
+        ("post", "/api/requests/{request_id}/fulfil"): ["disclosure:request:answer"],
         ("post", "/api/requests/{request_id}/review"): ["disclosure:request:review"],
         ("get", "/api/requests/{request_id}/package"): ["disclosure:package:download"],
         ("put", "/api/policy"): ["disclosure:policy:manage"],
@@ -907,6 +908,6 @@ def test_openapi_lists_the_disclosure_routes_with_their_permissions(site: Site) 
         if getattr(r, "tags", None) == ["disclosure"]
         for m in getattr(r, "methods", ())
     }
-    assert len(routes) == 19
+    assert len(routes) == 20
     for method, path in routes:
         assert doc["paths"][path][method]["x-permissions"], path

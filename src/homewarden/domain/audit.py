@@ -77,6 +77,8 @@ class AuditTag(StrEnum):
     AUTH_LOGIN_SUCCEED = "auth:login:succeed"
     #: A clip of footage was composed and handed out (API ``clip.mp4``, CLI ``clip``).
     FOOTAGE_CLIP_DOWNLOAD = "footage:clip:download"
+    #: Footage recorded before ``storage.sealed`` was sealed at rest (``footage seal``).
+    FOOTAGE_EXISTING_SEAL = "footage:existing:seal"
     #: An evidence package of a camera's footage was made (one entry per camera; the owner's
     #: export, or a disclosure request's fulfilment); its reason binds the signed manifest.
     FOOTAGE_EXPORT_CREATE = "footage:export:create"
@@ -92,6 +94,9 @@ class AuditTag(StrEnum):
     KEY_ESCROW_DISABLE = "key:escrow:disable"
     #: The owner turned emergency access on: household keys sealed to the escrow key.
     KEY_ESCROW_ENABLE = "key:escrow:enable"
+    #: A custodian entered their escrow share for an emergency request (held in memory,
+    #: replaced, refused, expired or used).
+    KEY_ESCROW_SHARE = "key:escrow:share"
     #: Custodians' shares were combined to open a household's escrow wraps (or were refused).
     KEY_ESCROW_USE = "key:escrow:use"
     #: A household key was made (first run, or a household's first key).
@@ -112,6 +117,9 @@ class AuditTag(StrEnum):
     KEY_RECOVERY_ROTATE = "key:recovery:rotate"
     #: A recovery code was used to open the household keys (or was refused).
     KEY_RECOVERY_USE = "key:recovery:use"
+    #: A person's password opened the household keys they hold at the machine's shell, for
+    #: one command (``homewarden clip``/``export --user``), or was refused.
+    KEY_SHELL_UNLOCK = "key:shell:unlock"
     #: Staff added or changed an agency on the allow-list.
     REQUEST_AGENCY_CHANGE = "request:agency:change"
     #: A consent request: it was closed.

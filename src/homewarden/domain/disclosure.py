@@ -359,6 +359,10 @@ class Request:
         notice, notice_due, notice_sent_at: the owner notice.
         hold_expires_at, hold_renewed: a preservation hold.
         reject_code: why it was rejected, if it was.
+        owner_holds_keys: the footage released is sealed to keys only the household holds
+            and is answered "the provider cannot produce this content; the owner holds the
+            keys" (issue 6): set when the owner is told so (:func:`owner_holds_keys`) or at
+            such a fulfilment; the owner notice then says nothing is released.
     """
 
     id: str
@@ -389,6 +393,7 @@ class Request:
     hold_expires_at: float | None = None
     hold_renewed: bool = False
     reject_code: RejectCode | None = None
+    owner_holds_keys: bool = False
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -515,10 +520,13 @@ class Fulfil:
     """The released scope was packaged for the requester; ``package`` names it (``none``
     when nothing was found to release).
 
-    ``owner_holds_keys``: an accepted search warrant's footage is sealed to the household's
-    own keys and the deployment holds no key for it (no escrow wrap; issue 6, "Under
-    owner-held keys, a legal order for content is answered 'the provider cannot produce this
-    content; the owner holds the keys'"): fulfilled with package ``none`` and that answer.
+    ``owner_holds_keys``: the footage of an accepted search warrant, or of an emergency
+    where the owner did not opt into escrow, is sealed to the household's own keys (issue 6,
+    "Under owner-held keys, a legal order for content is answered 'the provider cannot
+    produce this content; the owner holds the keys'"; DESIGN.md flow 5: an emergency under
+    owner-held keys is impossible by construction): fulfilled with package ``none`` and that
+    answer. If the owner was already told footage would be released, they are told again
+    that nothing was.
     """
 
     package: str
@@ -837,8 +845,12 @@ def decide(req: Request, action: Action, actor: Party, policy: Policy, now: floa
                         "only a request for footage is answered that the owner holds the "
                         "keys, and then with no package"
                     )
+                told = req.notice is NoticeStatus.SENT and not req.owner_holds_keys
+                out.req = replace(out.req, owner_holds_keys=True)
                 out.move("fulfil", State.FULFILLED, actor, now,
                          f"package none: {OWNER_HOLDS_KEYS}")  # fmt: skip
+                if told:
+                    out.effects.append(SendOwnerNotice(owner_notice_text(out.req)))
             else:
                 out.move("fulfil", State.FULFILLED, actor, now,
                          f"package {action.package} ready for the requester "
@@ -1046,6 +1058,12 @@ def owner_notice_text(req: Request) -> str:
         + (", ".join(req.facts) or "none"),
         Release.NONE: "footage is preserved (kept from deletion), nothing is released",
     }[req.release]
+    if req.release is Release.FOOTAGE and req.owner_holds_keys:
+        what = (
+            f"{'nothing was' if req.state is State.FULFILLED else 'nothing can be'} released, "
+            f"as {OWNER_HOLDS_KEYS} (the footage is sealed to your household's keys, which the "
+            "provider does not hold)"
+        )
     if req.state is State.WITHDRAWN:  # a delayed notice of a request withdrawn meanwhile
         what = "the requester withdrew it before anything was released"
     return (
@@ -1078,6 +1096,21 @@ def _renew(out: _Out, action: Renew, actor: Party, now: float) -> None:
     out.req = replace(req, hold_expires_at=expires, hold_renewed=True)
     out.note("renew", actor, now, action.reason.strip() or "renewed for another 90 days")
     out.effects.append(ExtendHold(expires))
+
+
+def owner_holds_keys(decision: Decision) -> Decision:
+    """``decision`` for a request whose footage the provider cannot produce, as the owner
+    holds the keys (issue 6): the request is marked :attr:`Request.owner_holds_keys` and any
+    owner notice it sends says nothing can be released instead of "footage will be
+    released". The caller (the disclosure service, which can see whether the scope is
+    sealed) applies it to the step that tells the owner; the fulfilment that follows is
+    ``Fulfil("none", owner_holds_keys=True)``."""
+    req = replace(decision.request, owner_holds_keys=True)
+    effects = tuple(
+        SendOwnerNotice(owner_notice_text(req)) if isinstance(e, SendOwnerNotice) else e
+        for e in decision.effects
+    )
+    return Decision(req, decision.transitions, effects)
 
 
 # --- the release rule ----------------------------------------------------------------------

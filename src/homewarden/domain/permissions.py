@@ -56,6 +56,7 @@ class Permission(StrEnum):
     FOOTAGE_LIVE_VIEW = "footage:live:view"
     FOOTAGE_RECORDING_READ = "footage:recording:read"
     FOOTAGE_SNAPSHOT_READ = "footage:snapshot:read"
+    KEYS_ESCROW_SHARE_ENTER = "keys:escrow-share:enter"
     KEYS_HOUSEHOLD_MANAGE = "keys:household:manage"
     NOTIFY_PUSH_MANAGE = "notify:push:manage"
     NOTIFY_WEBHOOK_MANAGE = "notify:webhook:manage"
@@ -220,7 +221,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
         Permission.FOOTAGE_SNAPSHOT_READ,
     },
     Role.LEGAL_REVIEWER: _STAFF | _REVIEW,
-    Role.CUSTODIAN: _STAFF | _REVIEW,
+    Role.CUSTODIAN: _STAFF | _REVIEW | {Permission.KEYS_ESCROW_SHARE_ENTER},
     Role.REQUESTER: frozenset(
         {
             Permission.ACCOUNTS_CREDENTIAL_MANAGE,
@@ -242,7 +243,8 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 #: it add, change or remove webhooks: a webhook is a lasting channel out of the home (events
 #: and request notices) that would outlive the token's revocation; a token may read them.
 #: Nor does it manage household keys: grants, revocations, the recovery code and the escrow
-#: switch need the owner's unlocked keys, which only a password login unlocks.
+#: switch need the owner's unlocked keys, which only a password login unlocks. Nor does it
+#: enter a custodian's escrow share: that takes the custodian signed in with their TOTP.
 TOKEN_EXCLUDED = frozenset(
     {
         Permission.ACCOUNTS_CREDENTIAL_MANAGE,
@@ -252,6 +254,7 @@ TOKEN_EXCLUDED = frozenset(
         Permission.DISCLOSURE_POLICY_MANAGE,
         Permission.DISCLOSURE_REQUEST_ANSWER,
         Permission.DISCLOSURE_REQUEST_REVIEW,
+        Permission.KEYS_ESCROW_SHARE_ENTER,
         Permission.KEYS_HOUSEHOLD_MANAGE,
         Permission.NOTIFY_WEBHOOK_MANAGE,
     }

@@ -38,7 +38,12 @@ outcome is what the entries up to the head say):
 - legal orders answered under owner-held keys (``legal_owner_held_keys``): search warrants
   fulfilled with ``released nothing (cannot produce content: the owner holds the keys)``,
   the footage being sealed to keys only the household holds (issue 6). They count as
-  ``none`` among their kind's outcomes too; this figure says why.
+  ``none`` among their kind's outcomes too; this figure says why;
+- emergencies answered under owner-held keys (``emergency_owner_held_keys``): emergencies
+  approved (so counted ``disclosed``, the approval being what that outcome records) whose
+  fulfilment released nothing because the footage is sealed to keys only the household
+  holds and the owner had not opted into escrow (issue 6; DESIGN.md flow 5: impossible by
+  construction). Nothing of them left the home; they are not among households affected.
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
 
     Returns ``{"requests": {kind: n}, "outcomes": {kind: {outcome: n}},
     "owners_notified": n, "notices_delayed": n, "notices_pending": n,
-    "households_affected": n, "legal_owner_held_keys": n}``.
+    "households_affected": n, "legal_owner_held_keys": n, "emergency_owner_held_keys": n}``.
 
     Raises:
         InvalidRequestError: ``end_ms <= start_ms``.
@@ -204,7 +209,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
     ]
     requests = {k: 0 for k in KINDS}
     outcomes = {k: dict.fromkeys(OUTCOMES[k], 0) for k in KINDS}
-    notified = delayed = pending = owner_held_keys = 0
+    notified = delayed = pending = owner_held_keys = emergency_held = 0
     households: set[str] = set()
     for s in counted:
         requests[s.kind] += 1
@@ -214,6 +219,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
         delayed += "schedule" in verbs
         pending += "schedule" in verbs and "notify" not in verbs
         owner_held_keys += s.kind in LEGAL_KINDS and s.owner_held_keys
+        emergency_held += s.kind == "emergency" and s.owner_held_keys
         if s.disclosed and s.household is not None:
             households.add(s.household)
     return {
@@ -224,6 +230,7 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
         "notices_pending": pending,
         "households_affected": len(households),
         "legal_owner_held_keys": owner_held_keys,
+        "emergency_owner_held_keys": emergency_held,
     }
 
 
@@ -242,4 +249,7 @@ def figures(report_counts: Mapping[str, Any]) -> list[tuple[str, int]]:
         rows.append((name, int(report_counts[name])))
     # Reports made before this figure existed state none (0): no such entry was written then.
     rows.append(("legal_owner_held_keys", int(report_counts.get("legal_owner_held_keys", 0))))
+    rows.append(
+        ("emergency_owner_held_keys", int(report_counts.get("emergency_owner_held_keys", 0)))
+    )
     return rows

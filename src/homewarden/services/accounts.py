@@ -732,16 +732,31 @@ class AccountService:
         )
 
     def reset_password(self, user_id: int, new: str, *, actor: Actor, why: str) -> UserRecord:
-        """Set a password without the old one, ending every session: for the household key
-        service once an owner proved the household's recovery code (it re-wraps the keys
-        itself; no :class:`KeyHooks` call is made). ``why`` goes into the audit entry.
+        """Set a password without the old one, ending every session and revoking every API
+        token of the account: for the household key service once an owner proved the
+        household's recovery code (it re-wraps the keys itself; no :class:`KeyHooks` call is
+        made). Whoever held the account before the reset (the reason for one) may have made a
+        token, which would outlive the new password; so each live token is revoked first
+        (an ``account:token:revoke`` entry each, by ``actor``), then the password set. ``why``
+        goes into the audit entries.
 
         Raises:
-            InvalidRequestError: ``new`` is weak.
+            InvalidRequestError: ``new`` is weak (nothing is changed).
             NotFoundError: unknown id.
         """
         user = self._store.user(user_id)
         rules.check_new_password(new, user.username)
+        household = self._household_of(user)
+        live = [t for t in self._store.tokens(user_id) if t.revoked_at is None]
+        for token in live:  # before the password: a failure here leaves the old one
+            self._store.update_token(token.id, revoked_at=self._clock())
+            self._audit.append(
+                AuditTag.ACCOUNT_TOKEN_REVOKE,
+                actor,
+                f"token {token.id} {token.name}: revoked by the password reset ({why}); "
+                "the account may have been taken over",
+                household=household,
+            )
         user = self._store.update_user(user_id, password_hash=hash_password(new), failed_logins=0)
         self._store.delete_sessions_of(user_id)
         if self.keys is not None:
@@ -749,8 +764,8 @@ class AccountService:
         self._audit.append(
             AuditTag.ACCOUNT_CREDENTIAL_CHANGE,
             actor,
-            f"password reset: {why}",
-            household=self._household_of(user),
+            f"password reset: {why}; every session ended, {len(live)} API tokens revoked",
+            household=household,
         )
         return user
 

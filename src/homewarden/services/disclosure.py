@@ -58,6 +58,7 @@ from homewarden.services.accounts import DEPLOYMENT_HOUSEHOLD, AccountService
 from homewarden.services.audit import AuditLog
 from homewarden.services.evidence import EvidenceService
 from homewarden.services.notices import NoticeService
+from homewarden.services.sealed_footage import KeySource
 from homewarden.store.disclosure_store import (
     AgencyRecord,
     DisclosureStore,
@@ -123,6 +124,11 @@ FREE_MAIL_DOMAINS = frozenset(
         "yahoo.com",
         "zoho.com",
     }
+)
+
+#: States in which a request that releases something is fulfilled by making its package.
+_AWAITS_PACKAGE = frozenset(
+    {d.State.APPROVED, d.State.NARROWED, d.State.NOTICE_SCHEDULED, d.State.OWNER_NOTIFIED}
 )
 
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -220,6 +226,7 @@ def request_to_json(r: d.Request) -> dict[str, Any]:
         "hold_expires_at": r.hold_expires_at,
         "hold_renewed": r.hold_renewed,
         "reject_code": None if r.reject_code is None else str(r.reject_code),
+        "owner_holds_keys": r.owner_holds_keys,
     }
 
 
@@ -259,6 +266,7 @@ def request_from_json(data: dict[str, Any]) -> d.Request:
         hold_expires_at=data["hold_expires_at"],
         hold_renewed=bool(data["hold_renewed"]),
         reject_code=None if data["reject_code"] is None else d.RejectCode(data["reject_code"]),
+        owner_holds_keys=bool(data.get("owner_holds_keys", False)),
     )
 
 
@@ -864,6 +872,8 @@ class DisclosureService:
             "hold_expires_at": r.hold_expires_at,
             "hold_renewed": r.hold_renewed,
             "package_ready": stored.package not in (None, "none"),
+            "awaiting_keys": stored.data.get("awaiting_keys"),
+            "owner_holds_keys": r.owner_holds_keys,
             "documents": [
                 {
                     "id": doc.id,
@@ -915,6 +925,14 @@ class DisclosureService:
         policy, _, _ = self.policy(stored.household)
         now = self._clock()
         decision = d.decide(req, action, party, policy, now)
+        if (
+            not decision.request.owner_holds_keys
+            and any(isinstance(e, d.SendOwnerNotice) for e in decision.effects)
+            and self._awaits_package(decision.request, stored.package)
+            and self._fulfilment_plan(decision.request) == "owner_holds_keys"
+        ):
+            # Issue 6: the owner is told nothing can be released, not "will be released".
+            decision = d.owner_holds_keys(decision)
         self._log_steps(decision)
         data = request_to_json(decision.request)
         data["holds"] = self._holds(stored, decision, now)
@@ -930,11 +948,19 @@ class DisclosureService:
             open_holds = []
         data["open_holds"] = open_holds
         package = action.package if isinstance(action, d.Fulfil) else None
+        awaiting = stored.data.get("awaiting_keys")
+        if awaiting and package is None and self._awaits_package(nr, stored.package):
+            data["awaiting_keys"] = awaiting
         updated = self._store.update_request(
             stored.id,
             stored.version,
             state=str(decision.request.state),
-            next_due=self._next_due(decision.request, package or stored.package, now),
+            next_due=self._next_due(
+                decision.request,
+                package or stored.package,
+                now,
+                awaiting=bool(data.get("awaiting_keys")),
+            ),
             data=data,
             updated_at=now,
             transitions=[_new(t) for t in decision.transitions],
@@ -1067,8 +1093,14 @@ class DisclosureService:
             self._pseudonym_key = key
         return hmac.new(self._pseudonym_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def _next_due(self, req: d.Request, package: str | None, now: float) -> float | None:
+    def _next_due(
+        self, req: d.Request, package: str | None, now: float, *, awaiting: bool = False
+    ) -> float | None:
+        """When the scheduler next acts on ``req``: its domain steps' due time, or now for
+        a package to make, unless the request is ``awaiting`` keys (:meth:`_await_keys`)."""
         due = d.next_due(req)
+        if awaiting:
+            return due
         if (
             req.state
             in (
@@ -1110,7 +1142,13 @@ class DisclosureService:
     def run_due(self) -> int:
         """Perform every system step due now (expiries, delayed owner notices, holds
         ending, fulfilments); returns how many requests were handled. A request that fails
-        is logged and retried at the next call; the others go on."""
+        is logged and retried at the next call; the others go on. A fulfilment over sealed
+        footage the deployment cannot open is never retried (issue 6): a search warrant, or
+        an emergency where the owner has not turned escrow on, is answered "the provider
+        cannot produce this content; the owner holds the keys"; a granted consent (the
+        owner's keys) or an emergency under escrow (two custodians' shares) is left waiting
+        for those keys (:meth:`_await_keys`, logged once) until someone calls
+        :meth:`fulfil_with_keys`."""
         now = self._clock()
         handled = 0
         for request_id in self._store.due(now):
@@ -1128,59 +1166,241 @@ class DisclosureService:
         for action in d.due_actions(request_from_json(stored.data), now):
             stored = self._step(stored, action, d.SYSTEM)
         req = request_from_json(stored.data)
-        if (
-            stored.package is None
-            and self._next_due(req, None, now) == now
-            and (req.release is not d.Release.NONE)
-        ):
-            if self._owner_holds_keys(req):
+        if stored.package is None and self._awaits_package(req, None):
+            plan = self._fulfilment_plan(req)
+            if plan == "owner_holds_keys":
                 log.info("request %s: %s", req.id, d.OWNER_HOLDS_KEYS)
                 stored = self._step(stored, d.Fulfil("none", owner_holds_keys=True), d.SYSTEM)
-            else:
+            elif plan == "package":
                 package = self._package(stored, req)
                 stored = self._step(stored, d.Fulfil(package), d.SYSTEM)
+            elif stored.data.get("awaiting_keys") != plan:
+                self._await_keys(stored, req, plan)
         elif stored.next_due is not None and stored.next_due <= now:
             # Nothing was due after all (a stale time): recompute it.
             self._store.update_request(
                 stored.id,
                 stored.version,
                 state=stored.state,
-                next_due=self._next_due(req, stored.package, now),
+                next_due=self._next_due(
+                    req, stored.package, now, awaiting=bool(stored.data.get("awaiting_keys"))
+                ),
                 data=stored.data,
                 updated_at=now,
                 transitions=[],
             )
 
+    def _await_keys(self, stored: StoredRequest, req: d.Request, who: str) -> StoredRequest:
+        """Leave a decided request over sealed footage waiting for ``who``'s keys
+        (``owner``: the owner's unlocked session, :meth:`fulfil_with_keys` from the request
+        page; ``custodians``: two custodians' escrow shares for an emergency): marked
+        ``data["awaiting_keys"]`` and taken off the scheduler (its next due time is only
+        that of another system step, a scheduled notice or the like), so :meth:`run_due`
+        neither retries nor warns every pass. Logged once."""
+        log.info(
+            "request %s: its scope holds sealed footage; waiting for the %s keys (%s)",
+            req.id,
+            "owner's" if who == "owner" else "custodians' escrow",
+            "the owner fulfils it from the request page"
+            if who == "owner"
+            else "two custodians enter their shares",
+        )
+        data = dict(stored.data)
+        data["awaiting_keys"] = who
+        now = self._clock()
+        return self._store.update_request(
+            stored.id,
+            stored.version,
+            state=stored.state,
+            next_due=self._next_due(req, stored.package, now, awaiting=True),
+            data=data,
+            updated_at=now,
+            transitions=[],
+        )
+
+    # --- fulfilment with keys --------------------------------------------------------------
+
+    def fulfil_with_keys(self, request_id: str, keys: KeySource, actor: Actor) -> StoredRequest:
+        """Fulfil request ``request_id`` now with ``keys`` opening its sealed footage.
+
+        The request must be waiting for its package: its release decided (an owner's
+        grant, an accepted search warrant, an approved emergency: the states the scheduler
+        fulfils, :meth:`run_due`), releasing something, and not yet fulfilled. Its package is
+        made as :meth:`run_due` makes it, except that sealed segments (``storage.sealed``) are
+        opened with ``keys`` (a :data:`~homewarden.services.sealed_footage.KeySource`: an
+        owner's unlocked session, :class:`~homewarden.services.sealed_footage.SessionKeys`,
+        or the household key versions two custodians' escrow shares opened for an
+        emergency). The keys are used in memory for this call only and kept nowhere; the
+        export's audit entry names ``actor`` as whose keys opened the footage. The fulfilment
+        step itself is the system's (``request:<kind>:fulfil``), as in :meth:`run_due`.
+
+        Who may call it is the caller's to check (the owner's grant route checks the request
+        is of their household; emergency share entry checks the custodians); this method
+        checks the request's state and the release rule only.
+
+        Raises:
+            NotFoundError: no such request.
+            InvalidTransitionError: the request is not waiting for fulfilment (undecided,
+                declined, rejected, preservation only, fulfilled already, ...), or it is one
+                the provider answers it cannot produce as the owner holds the keys (a search
+                warrant over sealed footage, escrowed or not; an emergency over sealed
+                footage where the owner has not turned escrow on): no keys are used then.
+            PermissionDeniedError: nothing may be released yet
+                (:func:`homewarden.domain.disclosure.check_releasable`).
+            KeysLockedError, KeyUnavailableError: ``keys`` cannot open a sealed segment of the
+                scope; SealedDataError: a sealed segment does not open (tampered);
+            StorageError, MediaError, ClipError, AuditUnavailableError: the package cannot be
+                made. On any error nothing is fulfilled and no package is left; the request
+                stays waiting.
+        """
+        with self._lock:
+            stored = self._store.request(request_id)
+            req = request_from_json(stored.data)
+            if not self._awaits_package(req, stored.package):
+                raise InvalidTransitionError(
+                    f"request {request_id} is not waiting for fulfilment (it is {req.state}"
+                    f"{', fulfilled' if stored.package is not None else ''})"
+                )
+            if self._fulfilment_plan(req) == "owner_holds_keys":
+                # A warrant over sealed footage, or an emergency without the owner's escrow
+                # opt-in: no keys brought by anyone make it producible (issue 6).
+                raise InvalidTransitionError(
+                    f"request {request_id} is answered that {d.OWNER_HOLDS_KEYS}; no keys "
+                    "are used for it"
+                )
+            package = self._package(stored, req, keys=keys, actor=actor)
+            stored = self._store.request(request_id)
+            return self._step(stored, d.Fulfil(package), d.SYSTEM)
+
+    def grant(
+        self, principal: Principal, request_id: str, action: d.OwnerGrant, keys: KeySource
+    ) -> StoredRequest:
+        """The owner grants consent request ``request_id`` (all of it, or ``action.scope``)
+        with their session's household ``keys`` (:class:`SessionKeys`) at hand.
+
+        When the granted scope holds sealed footage (``storage.sealed``) the package is made
+        at once with ``keys`` (:meth:`fulfil_with_keys`): only the owner's unlocked session
+        opens it, and it is never kept for later. Before anything changes, ``keys`` must
+        open every key version the sealed segments are sealed to, so a locked session is
+        refused up front and nothing half-happens. If making the package fails after the
+        grant (a tampered segment, a disk error), the grant stands and the request waits for
+        the owner's keys (``awaiting_keys`` ``owner``: retried with :meth:`owner_fulfil`);
+        the returned request says so. A scope in the clear is granted as with :meth:`act`
+        and packaged by :meth:`run_due`.
+
+        Raises:
+            NotFoundError, PermissionDeniedError, InvalidTransitionError, InvalidRequestError:
+                as :meth:`act`.
+            KeysLockedError: sealed footage in the granted scope and the session holds no
+                unlocked keys ("sign in again to unlock"); nothing changed.
+            KeyUnavailableError: the session cannot open a key version of the scope; nothing
+                changed.
+        """
+        with self._lock:
+            stored = self.get(principal, request_id)
+            req = request_from_json(stored.data)
+            scope = action.scope or req.scope
+            sealed = self._sealed_key_ids(scope)
+            if req.state is d.State.AWAITING_OWNER:  # else act() refuses it as it stands
+                for key_id in sorted(k for k in sealed if k is not None):
+                    keys(stored.household, key_id)
+            stored = self.act(principal, request_id, action)
+            req = request_from_json(stored.data)
+            if not sealed or not self._awaits_package(req, stored.package):
+                return stored
+            try:
+                return self.fulfil_with_keys(request_id, keys, Actor.of_principal(principal))
+            except HomeWardenError as exc:
+                log.warning(
+                    "request %s: granted, but its package could not be made: %s", request_id, exc
+                )
+                return self._await_keys(self._store.request(request_id), req, "owner")
+
+    def owner_fulfil(self, principal: Principal, request_id: str, keys: KeySource) -> StoredRequest:
+        """The owner retries the package of a consent request they granted over sealed
+        footage that waits for their keys (see :meth:`grant`), with their session's
+        ``keys``.
+
+        Raises:
+            NotFoundError: no such request visible to ``principal``.
+            PermissionDeniedError: not the household's owner, or not a consent request
+                (escrow and owner keys are never used for a legal order; an emergency's
+                keys come from two custodians).
+            InvalidTransitionError, KeysLockedError, KeyUnavailableError, SealedDataError,
+                ...: as :meth:`fulfil_with_keys` (the request stays waiting).
+        """
+        if principal.role is not Role.OWNER:
+            raise PermissionDeniedError("only the household's owner fulfils with their keys")
+        with self._lock:
+            stored = self.get(principal, request_id)
+            if stored.type != d.RequestType.CONSENT:
+                raise PermissionDeniedError(
+                    "an owner's keys fulfil only a consent request the owner granted"
+                )
+            return self.fulfil_with_keys(request_id, keys, Actor.of_principal(principal))
+
+    @staticmethod
+    def _awaits_package(req: d.Request, package: str | None) -> bool:
+        """Whether ``req`` is decided, releases something and has no package yet (what
+        :meth:`run_due` fulfils)."""
+        releases = req.release is not d.Release.NONE
+        return req.state in _AWAITS_PACKAGE and releases and package is None
+
     # --- packages --------------------------------------------------------------------------
 
-    def _owner_holds_keys(self, req: d.Request) -> bool:
-        """Whether an accepted search warrant's scope holds footage the deployment cannot
-        open: a segment sealed (``storage.sealed``) to a household key version that is not
-        sealed to the escrow key too (escrow exists only when the owner turned emergency
-        access on), and staff never hold an owner's session keys. Issue 6: such an order is
-        answered "the provider cannot produce this content; the owner holds the keys".
-        Footage in the clear, or sealed under an escrowed version, is not this case."""
-        if d.release_grounds(req) != "search warrant":
-            return False
-        s = req.scope
-        sealed = {
-            seg.key_id
-            for cam in s.cameras
-            for seg in self._index.segments(cam, s.start, s.end)
+    def _sealed_key_ids(self, scope: d.Scope) -> set[bytes | None]:
+        """The household key versions (16-byte ids; None if unrecorded) the sealed segments
+        (``storage.sealed``) in ``scope`` are sealed to; empty when all of it is in the
+        clear or there is none."""
+        return {
+            None if seg.key_id is None else bytes(seg.key_id)
+            for cam in scope.cameras
+            for seg in self._index.segments(cam, scope.start, scope.end)
             if seg.sealed
         }
-        if not sealed:
-            return False
-        escrowed = {
-            seal.key_id
-            for seal in HouseholdKeyStore(self._index).household_seals(s.household)
-            if seal.escrow_key_id is not None
-        }
-        return any(k is None or bytes(k) not in escrowed for k in sealed)
 
-    def _package(self, stored: StoredRequest, req: d.Request) -> str:
+    def _fulfilment_plan(self, req: d.Request) -> str:
+        """How a decided request that releases something is fulfilled (issue 6, DESIGN.md
+        flows 5 and 8):
+
+        - ``package``: account facts, or footage all in the clear: the scheduler packages it;
+        - ``owner_holds_keys``: footage sealed to keys only the household holds, for a search
+          warrant (escrow is the owner's opt-in for emergencies alone, never for a legal
+          order, so even an escrowed key version does not make it producible) or for an
+          emergency where the owner has not turned emergency access (escrow) on: answered
+          "the provider cannot produce this content; the owner holds the keys";
+        - ``custodians``: an emergency over sealed footage where the owner turned escrow on:
+          it waits for two custodians' shares (:meth:`fulfil_with_keys`);
+        - ``owner``: a consent the owner granted over sealed footage: it waits for the owner's
+          unlocked session (:meth:`grant`, :meth:`owner_fulfil`).
+
+        All or nothing: a scope holding any sealed segment is treated as sealed (a warrant
+        over a mix is not split into a released plaintext part and a withheld sealed part).
+        """
+        if req.release is d.Release.FOOTAGE and req.owner_holds_keys:
+            return "owner_holds_keys"  # what the owner was told stays the answer
+        if req.release is not d.Release.FOOTAGE or not self._sealed_key_ids(req.scope):
+            return "package"
+        ground = d.release_grounds(req)
+        if ground == "emergency":
+            escrow = HouseholdKeyStore(self._index).escrow_enabled(req.scope.household)
+            return "custodians" if escrow else "owner_holds_keys"
+        if ground == "owner consent":
+            return "owner"
+        return "owner_holds_keys"
+
+    def _package(
+        self,
+        stored: StoredRequest,
+        req: d.Request,
+        *,
+        keys: KeySource | None = None,
+        actor: Actor | None = None,
+    ) -> str:
         """Write the package of a decided request; returns its zip's name in
-        :attr:`packages_dir` (or ``none`` when no footage exists in the scope)."""
+        :attr:`packages_dir` (or ``none`` when no footage exists in the scope). ``keys``
+        open sealed segments (see :meth:`fulfil_with_keys`; ``actor`` is whose they are);
+        without them sealed footage in scope is KeysLockedError."""
         d.check_releasable(req)
         out = self.packages_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -1207,10 +1427,12 @@ class DisclosureService:
                 req.scope.start,
                 req.scope.end,
                 out,
-                actor=Actor(ActorKind.SYSTEM, "disclosure"),
-                reason=f"fulfilment of request {req.id}",
+                actor=actor or Actor(ActorKind.SYSTEM, "disclosure"),
+                reason=f"fulfilment of request {req.id}"
+                + ("" if keys is None else ", sealed footage opened with the keys of the actor"),
                 request_id=req.id,
                 legal_basis=basis,
+                keys=keys,
             )
         except NotFoundError as exc:
             log.info("request %s: %s; fulfilled with nothing to release", req.id, exc)

@@ -45,6 +45,10 @@ restart, or on another web server of a many-box deployment, the person signs in 
 before this feature, or by the CLI with a password) gets one at their next login or setup,
 when the password is known.
 
+At the machine's shell there is no session: ``homewarden clip``/``export --user NAME`` opens
+that person's key with their password (:meth:`KeyRing.unlock_with_password`) and gets the
+versions they hold for that one command, in its memory only (never through the job queue).
+
 Grants and revocations follow the camera grants of :class:`AccountService`
 (:meth:`KeyRing.access_changed`): granting a member a first camera seals the household keys to
 the member when the granting owner's session is unlocked here (otherwise the grant is
@@ -69,7 +73,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +127,7 @@ from homewarden.services.accounts import (
 )
 from homewarden.services.audit import AuditLog
 from homewarden.services.disclosure import policy_from_json
+from homewarden.services.sealed_footage import KeySource
 from homewarden.store import household_key_store as hks
 from homewarden.store.accounts_store import SessionRecord, UserRecord
 from homewarden.store.disclosure_store import DisclosureStore
@@ -467,6 +472,105 @@ class KeyRing:
         return len(dead) + len(ended)
 
     # ---------------------------------------------------------------------------------------
+    # at the machine's shell: a person's password, no session
+
+    def unlock_with_password(
+        self,
+        username: str,
+        password: str,
+        actor: Actor,
+        *,
+        cameras: Collection[str] = (),
+        purpose: str = "a shell command",
+    ) -> KeySource:
+        """Open, with ``username``'s login password, the household key versions that person
+        holds, for one command at the machine's shell (``homewarden clip``/``export
+        --user``), which has no signed-in session; returns a
+        :data:`~homewarden.services.sealed_footage.KeySource` over them, held in this
+        process's memory only (never written to the database, the disk or a queue; dropped
+        with the returned object).
+
+        The password is checked by opening the person's key wrap (Argon2id), not the login
+        hash: what it unlocks is exactly what a login would unlock. Only the versions sealed
+        to that person open: an owner's, or a member's while granted (a member revoked holds
+        no seal of the version made at the revocation, nor of any older one). Each use
+        checks again that the seal still exists, so a revocation during the command takes
+        effect at once. ``cameras``: what the command reads; a member must be granted each
+        of them (as in the web app). Audited as ``key:shell:unlock`` naming ``actor`` (the
+        local operator), the person and ``purpose``, and so is a refusal.
+
+        No TOTP and no rate limiting, unlike :meth:`AccountService.login
+        <homewarden.services.accounts.AccountService.login>`: whoever runs this already holds
+        the server (its data dir, database and config), so neither would protect anything a
+        throttle could; each wrong guess still costs one Argon2id derivation (~80 ms at
+        ``WRAP_ARGON2ID``) and an audit entry.
+
+        Raises:
+            AuthenticationError: no such user, or the password does not open their key
+                wrap ("wrong username or password", as at login); a disabled account; a
+                person of no household; one with no key pair yet (made at their next login in
+                the web app). Audited as a refused ``key:shell:unlock``.
+            PermissionDeniedError: a member not granted one of ``cameras`` (audited).
+        """
+        try:
+            user: UserRecord | None = self._accounts.user_by_name(username)
+        except (NotFoundError, InvalidRequestError):
+            user = None
+        household = None if user is None else self._household_person(user)
+        rec = None if user is None else self._store.person(user.id)
+        pair: HolderKeyPair | None = None
+        if rec is not None and rec.wrap is not None:
+            try:
+                pair = unwrap_holder_with_passphrase(
+                    rec.wrap, password[: rules.PASSWORD_MAX], expected_key_id=KeyId(rec.key_id)
+                )
+            except (WrongKeyError, InvalidRequestError):  # wrong, or empty
+                pair = None
+        refusal: HomeWardenError | None = None
+        if user is None or (rec is not None and rec.wrap is not None and pair is None):
+            refusal = AuthenticationError("wrong username or password")
+        elif user.disabled:
+            refusal = AuthenticationError(f"the account {user.username!r} is disabled")
+        elif household is None:
+            refusal = AuthenticationError(
+                f"{user.username!r} belongs to no household and holds no household keys"
+            )
+        elif rec is None or pair is None:
+            refusal = AuthenticationError(
+                f"{user.username!r} has no key pair yet: it is made at their next login in "
+                "the web app"
+            )
+        elif user.role == Role.MEMBER:
+            missing = sorted(set(cameras) - self._accounts.camera_grants(user.id))
+            if missing:
+                refusal = PermissionDeniedError(
+                    f"{user.username!r} is not granted camera(s) {', '.join(missing)}"
+                )
+        who = username if user is None else user.username
+        if refusal is not None:
+            self._audit.append(
+                AuditTag.KEY_SHELL_UNLOCK,
+                actor,
+                f"refused for {who} ({purpose}): {refusal}"[:500],
+                household=household,
+            )
+            raise refusal
+        assert user is not None
+        assert household is not None
+        assert rec is not None
+        assert pair is not None
+        opened = self._open_seals(rec.id, pair)
+        current = self._store.current(household)
+        self._audit.append(
+            AuditTag.KEY_SHELL_UNLOCK,
+            actor,
+            f"{who}'s password opened {len(opened)} key versions at the shell ({purpose})"[:500],
+            key=None if current is None else current.key_id.hex(),
+            household=household,
+        )
+        return _ShellKeys(self._store, household, rec.id, pair, opened)
+
+    # ---------------------------------------------------------------------------------------
     # owner actions
 
     def status(self, household: str) -> KeyStatus:
@@ -607,7 +711,9 @@ class KeyRing:
         """A forgotten owner password: with the household's recovery code, set
         ``new_password``, give the owner a new key pair holding every key version, and replace
         the recovery code (it was typed somewhere); returns the new code, to be shown once.
-        Every session of the owner ends.
+        Every session of the owner ends and every API token of theirs is revoked, each
+        audited (:meth:`AccountService.reset_password`): whoever held the account may have
+        made one.
 
         Raises:
             AuthenticationError: not an owner, no recovery code, or a wrong or mistyped code
@@ -1238,6 +1344,54 @@ class KeyRing:
             holder, _pair = self._setup_holder(household)
             holders = [holder]
         return holders
+
+
+class _ShellKeys:
+    """The :data:`~homewarden.services.sealed_footage.KeySource` of
+    :meth:`KeyRing.unlock_with_password`: one person's household key versions, in memory.
+
+    Raises (when called):
+        KeyUnavailableError: another household's key, or a version the person holds no
+            seal of (never granted, revoked, rotated in after their revocation).
+    """
+
+    def __init__(
+        self,
+        store: HouseholdKeyStore,
+        household: str,
+        holder_id: int,
+        holder: HolderKeyPair,
+        keys: dict[bytes, HouseholdKeyPair],
+    ) -> None:
+        self._store = store
+        self._household = household
+        self._holder_id = holder_id
+        self._holder = holder
+        self._keys = keys
+        self._lock = threading.Lock()
+
+    def __call__(self, household: str, key_id: bytes) -> HouseholdKeyPair:
+        """Household key version ``key_id`` (16 bytes) of ``household``."""
+        kid = bytes(key_id)
+        if household != self._household:
+            raise KeyUnavailableError(f"you hold no key of household {household!r}")
+        seal = self._store.holder_seal(self._holder_id, kid)
+        if seal is None:
+            with self._lock:
+                self._keys.pop(kid, None)
+            raise KeyUnavailableError(
+                f"you hold no household key {kid.hex()}: it was revoked from you, made after "
+                "your access was revoked or before you were granted it, or is not this "
+                "household's"
+            )
+        with self._lock:
+            cached = self._keys.get(kid)
+        if cached is not None:
+            return cached
+        pair = open_holder_seal(seal.sealed, self._holder, expected_key_id=KeyId(kid))
+        with self._lock:
+            self._keys[kid] = pair
+        return pair
 
 
 def attach(

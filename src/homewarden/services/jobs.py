@@ -30,7 +30,9 @@ once per process - the runtime hands its own; a worker opens them from its setti
   fails it at once. A job never makes two packages: it holds a ``flock`` on its folder while
   it runs (a second delivery of the same job waits for it, as a retry), and a try finds the
   package or record of an earlier one (a worker killed between placing the package and
-  writing its record) and finishes with that instead of exporting again.
+  writing its record) and finishes with that instead of exporting again. A scope holding
+  footage sealed at rest fails at once, not retried (:func:`refuse_sealed_scope`: no key may
+  cross the queue).
 * ``retention_pass``: :func:`~homewarden.services.retention.run_retention_pass` over the
   effective settings (the config file's cameras overlaid by those saved in the app).
 * ``disclosure_pass``: :meth:`DisclosureService.run_due
@@ -100,6 +102,7 @@ from homewarden.errors import (
     HomeWardenError,
     InvalidRequestError,
     JobQueueError,
+    KeysLockedError,
     StorageError,
 )
 from homewarden.notify.mail import Mailer
@@ -150,6 +153,20 @@ HUEY_READ_ERRORS = frozenset({"Error reading from queue", "Error reading schedul
 PassName = Literal["retention", "disclosure"]
 _PASSES: tuple[PassName, ...] = ("retention", "disclosure")
 _MAC_SIZE = 32
+
+
+def refuse_sealed_scope(index: Index, cameras: Sequence[str], start: float, end: float) -> None:
+    """Refuse an export job whose scope holds footage sealed at rest (``storage.sealed``):
+    the household keys that open it live only in an unlocked session's memory and must
+    never be written to the queue or the disk, so no job can carry them (issue 6).
+
+    Raises:
+        KeysLockedError: sealed footage in the scope (no retry can cure it).
+    """
+    if any(s.sealed for cam in cameras for s in index.segments(cam, start, end)):
+        raise KeysLockedError(
+            "sealed footage: export it from the web app or `homewarden export --user`"
+        )
 
 
 def jobs_db(settings: Settings) -> Path:
@@ -639,8 +656,12 @@ class JobQueue:
         its folder (:meth:`export_record`). Everything but the footage is checked again when
         it runs.
 
+        A scope holding sealed footage is refused here when this queue has its process's
+        services (:func:`refuse_sealed_scope`), and fails at once when the job runs.
+
         Raises:
             InvalidRequestError: no camera, ``end <= start``, an empty reason.
+            KeysLockedError: sealed footage in the scope (checked when ``services`` was given).
             JobQueueError: the queue cannot take it.
         """
         cams = [str(c) for c in cameras]
@@ -650,6 +671,8 @@ class JobQueue:
             raise InvalidRequestError(f"export end ({end}) must be after its start ({start})")
         if not reason.strip():
             raise InvalidRequestError("an export needs a reason (it is in the audit log)")
+        if self._services is not None:
+            refuse_sealed_scope(self._services.index, cams, start, end)
         task = self._export.s(
             cams, float(start), float(end), str(actor.kind), actor.id, reason, bool(redact)
         )
@@ -896,6 +919,7 @@ class JobQueue:
         placed = _placed_package(folder)
         if placed is None:
             _clear_leftovers(folder)
+            refuse_sealed_scope(services.index, cameras, start, end)  # no retry: failed at once
             evidence = EvidenceService(
                 services.index, services.settings(), services.audit, clock=services.clock
             )

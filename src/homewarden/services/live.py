@@ -24,6 +24,18 @@ A camera with no fresh ``.part`` within :data:`WAIT_SECONDS`, or whose file stop
 since when and why (the open gap the recorder recorded). Every opened live view and every
 snapshot served is an entry of the audit log (snapshots at most one per viewer, camera and
 :data:`SNAPSHOT_AUDIT_SECONDS`, so a page refreshing every 2 s does not flood the log).
+
+Sealed footage (``storage.sealed``, DESIGN.md flow 8, issue 6): the segment being recorded is
+plaintext on disk for its ~10 s (the recorder seals it when it closes), so reading it needs no
+key. The live view and the latest frame therefore check the viewer's keys themselves
+(:meth:`LiveService.require_keys`), by the rule playback follows: the viewer's session must
+hold the household's *current* key version unlocked in this process, the version the footage
+being recorded is sealed to when it closes. No session keys (an API token, a session never
+unlocked here, a restart since the login) is :class:`~homewarden.errors.KeysLockedError`
+(HTTP 401, WebSocket 4401: "sign in again to unlock the household keys"); a person who does
+not hold the current version (their access revoked and the key rotated, or their grant still
+waiting for an owner's unlock) is :class:`~homewarden.errors.KeyUnavailableError` (403 /
+4403). With sealing off nothing of this applies.
 """
 
 from __future__ import annotations
@@ -46,6 +58,8 @@ from homewarden.errors import (
     AuditUnavailableError,
     DatabaseError,
     FootageUnavailableError,
+    KeysLockedError,
+    KeyUnavailableError,
     MediaError,
     NotFoundError,
     SealedDataError,
@@ -53,7 +67,13 @@ from homewarden.errors import (
 )
 from homewarden.media import fmp4
 from homewarden.services.audit import AuditLog
-from homewarden.services.sealed_footage import KeySource, open_sealed_segment
+from homewarden.services.sealed_footage import (
+    SIGN_IN_AGAIN,
+    KeySource,
+    RecordingKeySource,
+    StoredRecordingKeys,
+    open_sealed_segment,
+)
 from homewarden.store.index import Index
 from homewarden.store.records import SegmentRecord
 from homewarden.timefmt import utc_text
@@ -305,6 +325,9 @@ class LiveService:
         audit: the audit log every live view and snapshot is written to.
         wait_seconds, offline_seconds: :data:`WAIT_SECONDS` and :data:`OFFLINE_SECONDS`
             (shorter in tests).
+        current_keys: where a household's current key version is read under
+            ``storage.sealed`` (:meth:`require_keys`); default the index's household key
+            tables (:class:`~homewarden.services.sealed_footage.StoredRecordingKeys`).
     """
 
     def __init__(
@@ -316,8 +339,10 @@ class LiveService:
         audit: AuditLog,
         wait_seconds: float = WAIT_SECONDS,
         offline_seconds: float = OFFLINE_SECONDS,
+        current_keys: RecordingKeySource | None = None,
     ) -> None:
         self._read_settings = settings_reader(settings)
+        self._current_keys = current_keys or StoredRecordingKeys(index)
         self.wait_seconds = wait_seconds
         self.offline_seconds = offline_seconds
         self._index = index
@@ -358,6 +383,33 @@ class LiveService:
         )
         self.require_camera(camera)
         return access
+
+    def require_keys(self, camera: str, keys: KeySource | None) -> None:
+        """Under ``storage.sealed``, raise unless ``keys`` (the viewer's session) opens the
+        current key version of ``camera``'s household: the live view and the latest frame
+        read the plaintext segment being recorded, which is sealed to that version when it
+        closes, so only a viewer who could play it back then may watch it now (see the
+        module docstring). Nothing with sealing off.
+
+        Raises:
+            KeysLockedError: ``keys`` is None, or the session holds no unlocked keys here.
+            KeyUnavailableError: the viewer holds no seal of the current version (revoked
+                and rotated, a grant still pending), or the household has no key yet.
+        """
+        settings = self._settings
+        if not settings.storage.sealed:
+            return
+        household = settings.camera_household(camera)
+        if keys is None:
+            raise KeysLockedError(
+                f"{SIGN_IN_AGAIN}: camera {camera}'s footage is sealed; its live view opens "
+                "only in a session signed in with its password on this server"
+            )
+        try:
+            key_id, _public = self._current_keys.recording_key(household)
+        except NotFoundError as exc:
+            raise KeyUnavailableError(f"camera {camera}'s footage is sealed: {exc}") from exc
+        keys(household, bytes(key_id))
 
     def open_view(self, camera: str, *, actor: Actor, access: Access) -> None:
         """Account for a live view of ``camera`` being opened by ``actor`` (one audit entry,
@@ -496,15 +548,19 @@ class LiveService:
     def latest_jpeg(self, camera: str, keys: KeySource | None = None) -> tuple[bytes, float]:
         """A JPEG of the newest keyframe of ``camera``, and its UTC time (epoch seconds): the
         last complete fragment of the segment in progress, else of the newest finished one.
-        A finished segment that is sealed (``storage.sealed``) is opened in memory with
-        ``keys`` (the viewer's unlocked session), and skipped without them; one that does
-        not open (tampered) is logged by the opener and skipped.
+        Under ``storage.sealed`` ``keys`` (the viewer's unlocked session) must open the
+        household's current key version first (:meth:`require_keys`), even for the
+        plaintext segment in progress; a finished segment that is sealed is opened in memory
+        with them; one that does not open (tampered) is logged by the opener and skipped.
 
         Raises:
             NotFoundError: an unknown camera.
+            KeysLockedError, KeyUnavailableError: sealed footage and ``keys`` does not open
+                the current key version (see :meth:`require_keys`).
             FootageUnavailableError: no footage at all, or none that decodes.
         """
         self.require_camera(camera)
+        self.require_keys(camera, keys)
         candidates: list[tuple[Path, float, SegmentRecord | None]] = []
         part = self.newest_part(camera)
         if part is not None:

@@ -40,6 +40,16 @@ off, the bridge clears the retained snapshot topics of its cameras (a retained m
 with an empty payload deletes it, MQTT 3.1.1 section 3.3.1.3), taking back what an earlier
 run left on the broker.
 
+Sealed snapshots (``storage.sealed``): the event snapshot is sealed to the household key
+(``<event>.jpg.hwseal``) and the bridge holds no key, so it cannot open the file. The owner's
+opt-in still stands, so the image is taken from memory instead: the recorder offers the JPEG
+it seals to the process's :class:`~homewarden.services.snapshot_tap.SnapshotTap`, and the
+bridge sends that (audited as above; kept in the bridge's memory to be sent again after a
+reconnect). This works only where recorder and bridge share a process: the role ``all`` with
+recorder threads. A snapshot recorded by a recorder worker process (``recorder.processes >
+1``) or a recorder node (``--role recorder``, the bridge on the web node) is not in this
+process's memory and is not sent; the bridge logs that once (then at debug level).
+
 Commands are off unless the owner opts in (``mqtt.commands = true``): anyone who may publish
 on the broker could otherwise stop recording. With them off the command topics are not even
 subscribed. A command goes through :class:`~homewarden.services.cameras.CameraAdmin` like a
@@ -108,6 +118,7 @@ from homewarden.services.audit import AuditLog
 from homewarden.services.cameras import CameraAdmin
 from homewarden.services.event_follow import EventFollower
 from homewarden.services.sealed_footage import SEALED_SUFFIX
+from homewarden.services.snapshot_tap import PROCESS_TAP, SnapshotTap
 from homewarden.store.index import MAX_PAGE, Index
 from homewarden.store.records import EventRecord
 from homewarden.store.webhook_store import EventCursors
@@ -456,10 +467,12 @@ def _json(data: Mapping[str, Any]) -> str:
 
 @dataclass
 class _Published:
-    """A retained snapshot as last sent for a camera."""
+    """A retained snapshot as last sent for a camera (``data``: the image of a sealed one,
+    kept to send it again after a reconnect; None: read from its file again)."""
 
     event: EventRecord
     sha256: str
+    data: bytes | None = None
 
 
 @dataclass
@@ -491,6 +504,8 @@ class MqttBridge:
             the default client id (:func:`default_client_id`).
         interval: seconds between polls of the index.
         reconnect_min, reconnect_max: seconds between reconnect attempts (doubling).
+        snapshot_tap: where sealed snapshots' images are taken from memory (see the module
+            docstring); default the process's, which this process's recorders offer to.
 
     Raises:
         ConfigError: ``mqtt.host`` is not set.
@@ -508,8 +523,12 @@ class MqttBridge:
         interval: float = POLL_INTERVAL,
         reconnect_min: int = 1,
         reconnect_max: int = 30,
+        snapshot_tap: SnapshotTap = PROCESS_TAP,
     ) -> None:
         self._read_settings = settings_reader(settings)
+        self._tap = snapshot_tap
+        self._tap_listening = False
+        self._missed_logged = False  # a sealed snapshot not in memory: logged once
         cfg = self._read_settings().mqtt
         if cfg.host is None:
             raise ConfigError("mqtt.host is not set: no broker to bridge to")
@@ -571,6 +590,14 @@ class MqttBridge:
         self._guarded("read the open events", self._prime)
         if cfg.snapshots:
             self._audit_snapshot_start()
+            self._tap.listen()
+            self._tap_listening = True
+            if self._settings.storage.sealed:
+                log.info(
+                    "mqtt: footage is sealed: event snapshots are sent from the memory of this "
+                    "process's recorders (role all, recorder threads); those recorded in "
+                    "another process are not sent"
+                )
         if not cfg.commands:
             log.info("mqtt: commands are off (mqtt.commands): command topics not subscribed")
         self._thread = threading.Thread(target=self._run, name="mqtt-bridge", daemon=True)
@@ -599,6 +626,9 @@ class MqttBridge:
         if not thread.is_alive():
             self._guarded("last poll", self._poll)
         self._client.stop(Message(self._topics.available, OFFLINE, qos=1, retain=True))
+        if self._tap_listening:
+            self._tap_listening = False
+            self._tap.unlisten()
         log.info("mqtt: stopped; %s is offline", self._topics.available)
 
     # the bridge thread
@@ -757,23 +787,27 @@ class MqttBridge:
         if path is None:
             log.warning("mqtt: event %d: snapshot path outside the snapshot dir", event.id)
             return
-        if path.name.endswith(SEALED_SUFFIX):  # storage.sealed: only a session opens it
-            log.info("mqtt: event %d: snapshot is sealed to the household key; not sent", event.id)
-            return
-        try:
-            if path.stat().st_size > MAX_SNAPSHOT_BYTES:
-                log.warning(
-                    "mqtt: event %d: snapshot larger than %d bytes, not sent",
-                    event.id,
-                    MAX_SNAPSHOT_BYTES,
-                )
-                return
-            data = path.read_bytes()
-        except OSError as exc:  # deleted by retention, or not written yet
-            log.info("mqtt: event %d: snapshot unreadable: %s", event.id, exc)
-            return
-        digest = hashlib.sha256(data).hexdigest()
         last = self._state.snapshots.get(camera)
+        sealed = path.name.endswith(SEALED_SUFFIX)
+        if sealed:  # storage.sealed: no key here; the recorder's image from memory
+            found = self._sealed_snapshot(camera, event, last)
+            if found is None:
+                return
+            data = found
+        else:
+            try:
+                if path.stat().st_size > MAX_SNAPSHOT_BYTES:
+                    log.warning(
+                        "mqtt: event %d: snapshot larger than %d bytes, not sent",
+                        event.id,
+                        MAX_SNAPSHOT_BYTES,
+                    )
+                    return
+                data = path.read_bytes()
+            except OSError as exc:  # deleted by retention, or not written yet
+                log.info("mqtt: event %d: snapshot unreadable: %s", event.id, exc)
+                return
+        digest = hashlib.sha256(data).hexdigest()
         same = last is not None and last.event.id == event.id and last.sha256 == digest
         if same and not resend:
             return
@@ -789,8 +823,42 @@ class MqttBridge:
                 event=event.id,
                 household=self._settings.camera_household(camera),
             )
-        self._state.snapshots[camera] = _Published(event, digest)
+        self._state.snapshots[camera] = _Published(event, digest, data if sealed else None)
         self._client.publish(Message(self._topics.snapshot(camera), data, qos=0, retain=True))
+
+    def _sealed_snapshot(
+        self, camera: str, event: EventRecord, last: _Published | None
+    ) -> bytes | None:
+        """The JPEG of ``event``'s sealed snapshot from memory: as the recorder offered it
+        to the tap, else as this bridge last sent it; None (logged once, then at debug) when
+        neither has it: recorded in another process (see the module docstring)."""
+        assert event.snapshot_path is not None
+        data = self._tap.take(camera, event.id, event.snapshot_path)
+        if data is None and last is not None and last.event.id == event.id:
+            return last.data
+        if data is None:
+            if self._missed_logged:
+                level = logging.DEBUG
+            else:
+                level = logging.WARNING
+                self._missed_logged = True
+            log.log(
+                level,
+                "mqtt: event %d: its snapshot is sealed and its image is not in this process's "
+                "memory (recorded by a recorder worker process or node): not sent; sealed "
+                "snapshots reach the broker only when the recorder runs in the bridge's "
+                "process (role all, recorder threads)",
+                event.id,
+            )
+            return None
+        if len(data) > MAX_SNAPSHOT_BYTES:
+            log.warning(
+                "mqtt: event %d: snapshot larger than %d bytes, not sent",
+                event.id,
+                MAX_SNAPSHOT_BYTES,
+            )
+            return None
+        return data
 
     # commands
 

@@ -63,6 +63,7 @@ from homewarden.media.h264 import picture_count
 from homewarden.media.segment_writer import SegmentWriter
 from homewarden.media.source import Source, open_source
 from homewarden.services.sealed_footage import SegmentSealing, seal_segment_file, seal_snapshot
+from homewarden.services.snapshot_tap import PROCESS_TAP, SnapshotTap
 from homewarden.store.index import Index, SegmentGuard
 from homewarden.store.records import NewSegment
 from homewarden.timefmt import utc_text
@@ -187,6 +188,9 @@ class CameraRecorder:
             when it closes, and indexed as sealed; the plaintext is then deleted. None: plain
             ``.mp4`` segments. Event snapshots are sealed too
             (``<camera>/<event_id>.jpg.hwseal``), from memory.
+        snapshot_tap: where a sealed snapshot's JPEG is offered from memory to this
+            process's MQTT bridge (``mqtt.snapshots``; :mod:`homewarden.services.snapshot_tap`);
+            default the process's own.
     """
 
     def __init__(
@@ -200,9 +204,11 @@ class CameraRecorder:
         person_detector: PersonDetecting | None = None,
         segment_guard: SegmentGuard | None = None,
         sealing: SegmentSealing | None = None,
+        snapshot_tap: SnapshotTap = PROCESS_TAP,
     ) -> None:
         self.name = name
         self.sealing = sealing
+        self._snapshot_tap = snapshot_tap
         self._segment_guard = segment_guard
         self.cam = cam
         self.media_dir = media_dir
@@ -537,6 +543,7 @@ class CameraRecorder:
             data = to_jpeg(self._best_frame)
             if self.sealing is not None:  # sealed in memory: never on disk in the clear
                 rel = seal_snapshot(data, self.snapshot_dir, rel, self.name, self.sealing)
+                self._snapshot_tap.offer(self.name, self._event_id, rel, data)  # MQTT
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(path.name + ".part")

@@ -46,6 +46,7 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    update,
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
@@ -432,6 +433,41 @@ class Index:
             row = s.scalars(select(SegmentRow).where(SegmentRow.path == path)).one_or_none()
             return _segment(row) if row is not None else None
 
+    def unsealed_segments(self, after_id: int = 0, limit: int = 500) -> list[SegmentRecord]:
+        """Up to ``limit`` plaintext (not sealed) segments with id > ``after_id``, by id; for
+        sealing footage recorded before ``storage.sealed`` (``services.seal_existing``)."""
+        q = select(SegmentRow).where(SegmentRow.sealed.is_(False), SegmentRow.id > after_id)
+        with self._session("list plaintext segments") as s:
+            return [_segment(r) for r in s.scalars(q.order_by(SegmentRow.id).limit(limit))]
+
+    def unsealed_totals(self) -> dict[str, tuple[int, int]]:
+        """Per camera with plaintext (not sealed) segments: (segments, bytes) of them."""
+        q = (
+            select(SegmentRow.camera, func.count(), func.coalesce(func.sum(SegmentRow.bytes), 0))
+            .where(SegmentRow.sealed.is_(False))
+            .group_by(SegmentRow.camera)
+        )
+        with self._session("count plaintext segments") as s:
+            return {str(cam): (int(n), int(size)) for cam, n, size in s.execute(q)}
+
+    def mark_segment_sealed(
+        self, segment_id: int, plain_path: str, sealed_path: str, size: int, key_id: bytes
+    ) -> bool:
+        """Point plaintext segment ``segment_id`` at its sealed file ``sealed_path`` (``size``
+        bytes, sealed to household key ``key_id``), only while the row is still the plaintext
+        one at ``plain_path``; False when it is not (deleted or changed meanwhile)."""
+        q = (
+            update(SegmentRow)
+            .where(
+                SegmentRow.id == segment_id,
+                SegmentRow.path == plain_path,
+                SegmentRow.sealed.is_(False),
+            )
+            .values(path=sealed_path, bytes=size, sealed=True, key_id=key_id)
+        )
+        with self._session(f"mark segment {plain_path} sealed") as s:
+            return rowcount(s.execute(q)) == 1
+
     def delete_segments(self, ids: Iterable[int]) -> int:
         """Delete segment rows by id (not their files); returns how many rows went."""
         wanted = sorted(set(ids))
@@ -607,6 +643,17 @@ class Index:
                 row.label = label
             if snapshot_path is not None:
                 row.snapshot_path = snapshot_path
+
+    def mark_snapshot_sealed(self, event_id: int, plain_path: str, sealed_path: str) -> bool:
+        """Point event ``event_id``'s snapshot at ``sealed_path``, only while it is still
+        ``plain_path``; False when it is not (the event deleted or its snapshot changed)."""
+        q = (
+            update(EventRow)
+            .where(EventRow.id == event_id, EventRow.snapshot_path == plain_path)
+            .values(snapshot_path=sealed_path)
+        )
+        with self._session(f"mark snapshot of event {event_id} sealed") as s:
+            return rowcount(s.execute(q)) == 1
 
     def event(self, event_id: int) -> EventRecord:
         """One event. Raises NotFoundError when there is none with that id."""

@@ -58,6 +58,7 @@ from homewarden.web import (
     camera_routes,
     disclosure_pages,
     disclosure_routes,
+    escrow_routes,
     key_routes,
     live,
     metrics_routes,
@@ -496,6 +497,7 @@ def create_app(ctx: AppContext) -> FastAPI:
     disclosure_pages.add_routes(app, ctx)
     webhook_routes.add_routes(app, ctx)
     key_routes.add_routes(app, ctx)
+    escrow_routes.add_routes(app, ctx)
     report_routes.add_routes(app, ctx)
     metrics_routes.add_routes(app, ctx)
     pages.add_routes(app, ctx)

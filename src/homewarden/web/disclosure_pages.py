@@ -13,7 +13,10 @@ the request's state does not allow, 403 for a step the caller may not take):
   upload); an owner's inbox (the requests they may see, and their notices); the legal
   reviewers' and custodians' review queue (and staff alerts).
 - ``/requests/{id}``: one request, its full history (time, actor, from -> to, reason) and the
-  steps the caller may take: the owner grants (whole or narrowed) or declines; staff narrow,
+  steps the caller may take: the owner grants (whole or narrowed) or declines (a grant over
+  sealed footage is packaged at once with the keys of the owner's session, 401 "sign in again
+  to unlock" without them; one whose package failed waits for the owner's keys and offers
+  "make the package"); staff narrow,
   accept, reject, record the call-back to the agency's registered number, approve, renew,
   close; the requester withdraws, renews, or gets a download link (shown once).
 - ``/staff/agencies``: the allow-list (legal reviewers, custodians).
@@ -43,12 +46,16 @@ from homewarden.errors import (
     HomeWardenError,
     InvalidRequestError,
     InvalidTransitionError,
+    KeysLockedError,
+    KeyUnavailableError,
     NotFoundError,
     NoticeDeliveryError,
     PermissionDeniedError,
+    SealedDataError,
 )
 from homewarden.services.disclosure import MAX_DOCUMENT_BYTES, DisclosureService, Document
 from homewarden.services.runtime import AppContext
+from homewarden.services.sealed_footage import SessionKeys
 from homewarden.store.disclosure_store import StoredRequest
 from homewarden.timefmt import utc_seconds_text
 from homewarden.web.disclosure_routes import service_of
@@ -61,10 +68,13 @@ RequestId = Annotated[str, Path(max_length=64, description="request id")]
 
 #: Errors a form step may meet that re-render the form with their reason.
 FORM_ERRORS = (InvalidRequestError, InvalidTransitionError, PermissionDeniedError)
+#: Errors of opening sealed footage with the owner's session keys (re-render, with reason).
+KEY_ERRORS = (KeysLockedError, KeyUnavailableError, SealedDataError)
 #: Fixed notices of ``?done=`` on these pages (never reflected text).
 DONE = {
     "filed": "Request filed.",
     "answered": "Your answer is recorded.",
+    "packaged": "The package was made with your keys.",
     "step": "Step recorded.",
     "withdrawn": "Request withdrawn.",
     "renewed": "Preservation renewed for another 90 days.",
@@ -193,6 +203,13 @@ def actions_for(who: Principal, view: dict[str, Any], package: str | None) -> se
     if role is Role.OWNER:
         if kind is d.RequestType.CONSENT and state is d.State.AWAITING_OWNER:
             out |= {"grant", "decline"}
+        if (
+            kind is d.RequestType.CONSENT
+            and state in _DECIDED
+            and view.get("awaiting_keys") == "owner"
+            and package is None
+        ):
+            out.add("fulfil")
     elif role in (Role.LEGAL_REVIEWER, Role.CUSTODIAN):
         legal = role is Role.LEGAL_REVIEWER
         if legal and state in _OPEN:
@@ -247,14 +264,18 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
     def done(request: Request) -> str | None:
         return DONE.get(request.query_params.get("done", ""))
 
+    def keys(request: Request) -> SessionKeys:
+        return SessionKeys(ctx.keys, pages.caller(request).session)
+
     _add_signup(page, pages, service, done)
-    _add_request_pages(page, pages, service, me, done)
+    _add_request_pages(page, pages, service, me, done, keys)
     _add_staff_pages(page, pages, service, me, done)
     _add_policy_pages(page, pages, service, me, done)
 
 
 Page = Callable[..., Callable[[Callable[..., Any]], Any]]
 Me = Callable[[Request], Principal]
+Keys = Callable[[Request], SessionKeys]
 Done = Callable[[Request], str | None]
 
 
@@ -262,7 +283,9 @@ def _status(exc: HomeWardenError) -> int:
     """The status of a form the service refused: 403 for a step the caller may not take, 409
     for one the request's state does not allow, else 400 (a malformed form, an unknown
     household or agency, mail that could not be sent)."""
-    if isinstance(exc, PermissionDeniedError):
+    if isinstance(exc, KeysLockedError):
+        return 401
+    if isinstance(exc, PermissionDeniedError | KeyUnavailableError):
         return 403
     if isinstance(exc, InvalidTransitionError):
         return 409
@@ -324,7 +347,7 @@ def _add_signup(page: Page, pages: Pages, service: DisclosureService, done: Done
 
 
 def _add_request_pages(
-    page: Page, pages: Pages, service: DisclosureService, me: Me, done: Done
+    page: Page, pages: Pages, service: DisclosureService, me: Me, done: Done, keys: Keys
 ) -> None:
     def list_page(
         request: Request,
@@ -495,18 +518,29 @@ def _add_request_pages(
         """The owner grants a consent request (whole, or the ticked cameras and window when
         ``part`` is set) or declines it."""
         stored = service.get(me(request), request_id)
+        if decision == "decline":
+            return step(request, request_id, d.OwnerDecline(reason), "answered")
         try:
-            action: d.Action
-            if decision == "decline":
-                action = d.OwnerDecline(reason)
-            elif decision == "grant":
-                scope = _scope(stored, camera, start, end) if part else None
-                action = d.OwnerGrant(scope, reason)
-            else:
+            if decision != "grant":
                 raise InvalidRequestError("grant or decline")
+            scope = _scope(stored, camera, start, end) if part else None
         except InvalidRequestError as exc:
             return detail_page(request, request_id, 400, str(exc))
-        return step(request, request_id, action, "answered")
+        try:
+            service.grant(me(request), request_id, d.OwnerGrant(scope, reason), keys(request))
+        except (*FORM_ERRORS, *KEY_ERRORS) as exc:
+            return detail_page(request, request_id, _status(exc), str(exc))
+        return see_other(f"/requests/{request_id}?done=answered")
+
+    @page("POST", "/requests/{request_id}/fulfil", Permission.DISCLOSURE_REQUEST_ANSWER)
+    def fulfil(request: Request, request_id: RequestId) -> Response:
+        """The owner makes the package of a consent they granted over sealed footage that
+        waits for their keys, with their session's keys."""
+        try:
+            service.owner_fulfil(me(request), request_id, keys(request))
+        except (*FORM_ERRORS, *KEY_ERRORS) as exc:
+            return detail_page(request, request_id, _status(exc), str(exc))
+        return see_other(f"/requests/{request_id}?done=packaged")
 
     @page("POST", "/requests/{request_id}/review", Permission.DISCLOSURE_REQUEST_REVIEW)
     def review(

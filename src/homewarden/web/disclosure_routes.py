@@ -14,7 +14,12 @@ state does not allow is a 409.
   custodians): the allow-list with call-back numbers.
 - ``POST /api/requests`` (requesters): file, with documents as base64.
 - ``GET /api/requests``, ``GET /api/requests/{id}``, ``GET /api/requests/{id}/documents/{n}``.
-- ``POST /api/requests/{id}/answer`` (owners): grant (all or part) or decline consent.
+- ``POST /api/requests/{id}/answer`` (owners): grant (all or part) or decline consent. A
+  grant over sealed footage (``storage.sealed``) is packaged at once with the household keys
+  of the owner's password session; without unlocked keys it is refused up front (401 "sign
+  in again to unlock"), nothing changed.
+- ``POST /api/requests/{id}/fulfil`` (owners): retry the package of a consent granted over
+  sealed footage that waits for the owner's keys (``awaiting_keys`` ``owner``).
 - ``POST /api/requests/{id}/review`` (legal reviewers, custodians): narrow, accept, reject,
   callback, approve, renew, close.
 - ``POST /api/requests/{id}/withdraw``, ``POST /api/requests/{id}/renew`` (the requester).
@@ -43,12 +48,14 @@ from homewarden.notify.mail import Mailer
 from homewarden.services.disclosure import DisclosureService, Document
 from homewarden.services.notices import NoticeService
 from homewarden.services.runtime import AppContext
-from homewarden.store.accounts_store import UserRecord
+from homewarden.services.sealed_footage import SessionKeys
+from homewarden.store.accounts_store import SessionRecord, UserRecord
 from homewarden.store.disclosure_store import DisclosureStore
-from homewarden.web.deps import caller
+from homewarden.web.deps import caller, current_session
 from homewarden.web.routing import gated
 
 Caller = Annotated[Principal, Depends(caller)]
+Session = Annotated[SessionRecord | None, Depends(current_session)]
 RequestId = Annotated[str, Path(max_length=64, description="request id")]
 
 
@@ -347,15 +354,34 @@ def add_routes(app: FastAPI, ctx: AppContext) -> DisclosureService:
         Permission.DISCLOSURE_REQUEST_ANSWER,
         tags=tags,
     )
-    def answer(request_id: RequestId, body: AnswerBody, who: Caller) -> dict[str, Any]:
-        """The owner grants (all, or a narrower ``scope``) or declines a consent request."""
+    def answer(
+        request_id: RequestId, body: AnswerBody, who: Caller, session: Session
+    ) -> dict[str, Any]:
+        """The owner grants (all, or a narrower ``scope``) or declines a consent request. A
+        grant over sealed footage is packaged at once with the household keys of the
+        caller's password session (401 "sign in again to unlock" without them, nothing
+        changed); should the package fail, the grant stands and ``awaiting_keys`` is
+        ``owner`` (retry with ``POST .../fulfil``)."""
         stored = service.get(who, request_id)
-        action: d.Action
         if body.decision == "decline":
-            action = d.OwnerDecline(body.reason)
-        else:
-            action = d.OwnerGrant(_scope(service, stored.household, body.scope), body.reason)
-        return service.view(who, service.act(who, request_id, action))
+            return service.view(who, service.act(who, request_id, d.OwnerDecline(body.reason)))
+        grant = d.OwnerGrant(_scope(service, stored.household, body.scope), body.reason)
+        keys = SessionKeys(ctx.keys, session)
+        return service.view(who, service.grant(who, request_id, grant, keys))
+
+    @gated(
+        app,
+        "POST",
+        "/api/requests/{request_id}/fulfil",
+        Permission.DISCLOSURE_REQUEST_ANSWER,
+        tags=tags,
+    )
+    def fulfil(request_id: RequestId, who: Caller, session: Session) -> dict[str, Any]:
+        """The owner makes the package of a consent they granted over sealed footage that
+        waits for their keys, with the household keys of their password session (401 "sign
+        in again to unlock" without them; 409 when it is not waiting)."""
+        keys = SessionKeys(ctx.keys, session)
+        return service.view(who, service.owner_fulfil(who, request_id, keys))
 
     @gated(
         app,

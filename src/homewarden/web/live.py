@@ -22,6 +22,14 @@ grant ends the view.
 ``/api/cameras/{name}/latest.jpg`` (``footage:snapshot:read`` and access to the camera): the
 newest keyframe as a JPEG, for the page's fallback that refreshes it every 2 s.
 
+Sealed footage (``storage.sealed``): both need the viewer's password session to hold the
+household's current key version unlocked on this server
+(:meth:`homewarden.services.live.LiveService.require_keys`), checked before the socket is
+accepted and again at each recheck: an API token, a session whose keys are locked (never
+unlocked here, a restart) or were dropped meanwhile is refused or ended with 4401 (the
+snapshot: 401 ``keys-locked``), a person without the current version (revoked and rotated,
+a grant pending) with 4403 (403 ``key-unavailable``). With sealing off, tokens watch as ever.
+
 Each opened live view is an audit entry (``footage:live:view``); snapshots are audited as
 ``footage:snapshot:view`` with the reason ``live fallback``, at most once a minute per viewer
 and camera (:class:`homewarden.services.live.LiveService`).
@@ -56,6 +64,7 @@ from homewarden.errors import (
     PermissionDeniedError,
 )
 from homewarden.services.accounts import AccountService
+from homewarden.services.household_keys import KeyRing
 from homewarden.services.live import LiveChunk, LiveFeed, LiveService
 from homewarden.services.runtime import AppContext
 from homewarden.services.sealed_footage import SessionKeys
@@ -109,6 +118,17 @@ def socket_principal(websocket: WebSocket) -> tuple[Principal, bool]:
     Raises:
         AuthenticationError: an ``Authorization`` header with a bad or revoked token.
     """
+    principal, session = socket_caller(websocket)
+    return principal, session is not None
+
+
+def socket_caller(websocket: WebSocket) -> tuple[Principal, SessionRecord | None]:
+    """The caller of a WebSocket and its session (None for an API token or an anonymous
+    caller: a session comes only by cookie), as :func:`homewarden.web.deps.resolve_principal`.
+
+    Raises:
+        AuthenticationError: an ``Authorization`` header with a bad or revoked token.
+    """
     accounts = websocket.app.state.accounts
     if not isinstance(accounts, AccountService):
         raise RuntimeError("the app has no account service (app.state.accounts)")
@@ -121,13 +141,13 @@ def socket_principal(websocket: WebSocket) -> tuple[Principal, bool]:
             principal = accounts.principal_for_token(token.strip(), host)
         if principal is None:
             raise AuthenticationError("the API token is unknown or revoked")
-        return principal, False
+        return principal, None
     secret = websocket.cookies.get(SESSION_COOKIE)
     if secret:
         resolved = accounts.principal_for_session(secret, host)
         if resolved is not None:
-            return resolved[0], True
-    return Principal.anonymous(host), False
+            return resolved
+    return Principal.anonymous(host), None
 
 
 def _same_origin(websocket: WebSocket) -> bool:
@@ -187,7 +207,9 @@ LIVE_GATE = requires_socket(Permission.FOOTAGE_LIVE_VIEW)
 
 def add_routes(app: FastAPI, ctx: AppContext) -> None:
     """Add the live view WebSocket and the latest-snapshot route to ``app``."""
-    live = LiveService(ctx.current_settings, ctx.index, ctx.clock, audit=ctx.audit)
+    live = LiveService(
+        ctx.current_settings, ctx.index, ctx.clock, audit=ctx.audit, current_keys=ctx.keys
+    )
     app.state.live = live
 
     async def live_view(
@@ -197,6 +219,8 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
 
         def start() -> LiveFeed:
             access = live.authorize(who, name)
+            _, session = socket_caller(websocket)
+            live.require_keys(name, SessionKeys(ctx.keys, session))  # storage.sealed
             feed = live.feed(name)
             live.open_view(name, actor=Actor.of_principal(who), access=access)
             return feed
@@ -206,7 +230,7 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         except HomeWardenError as exc:
             raise WebSocketException(_close_code(exc), _reason(str(exc))) from exc
         await websocket.accept()
-        await _serve(websocket, live, feed, name, who)
+        await _serve(websocket, live, feed, name, who, ctx.keys)
 
     app.add_api_websocket_route(LIVE_PATH, live_view, name="live_view", dependencies=[LIVE_GATE])
 
@@ -242,7 +266,12 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
 
 
 async def _serve(
-    websocket: WebSocket, live: LiveService, feed: LiveFeed, name: str, who: Principal
+    websocket: WebSocket,
+    live: LiveService,
+    feed: LiveFeed,
+    name: str,
+    who: Principal,
+    ring: KeyRing | None,
 ) -> None:
     """Send the feed until the camera goes offline, the viewer leaves or loses access."""
     ending: tuple[int, str] | None = None
@@ -270,7 +299,7 @@ async def _serve(
                 if time.monotonic() - checked >= RECHECK_SECONDS:
                     checked = time.monotonic()
                     ending = await anyio.to_thread.run_sync(
-                        _still_allowed, websocket, live, name, who
+                        _still_allowed, websocket, live, name, who, ring
                     )
                     if ending is not None:
                         break
@@ -292,16 +321,18 @@ async def _serve(
 
 
 def _still_allowed(
-    websocket: WebSocket, live: LiveService, name: str, who: Principal
+    websocket: WebSocket, live: LiveService, name: str, who: Principal, ring: KeyRing | None
 ) -> tuple[int, str] | None:
-    """None while the viewer behind ``websocket`` may still watch ``name``, else why not."""
+    """None while the viewer behind ``websocket`` may still watch ``name`` (under
+    ``storage.sealed``: still holds the current key version unlocked), else why not."""
     try:
-        principal, _ = socket_principal(websocket)
+        principal, session = socket_caller(websocket)
         if principal.kind is PrincipalKind.ANONYMOUS or principal.user_id != who.user_id:
             raise AuthenticationError("the session ended")
         if not is_allowed(principal, Permission.FOOTAGE_LIVE_VIEW):
             raise PermissionDeniedError(f"{Permission.FOOTAGE_LIVE_VIEW} is no longer granted")
         live.authorize(principal, name)
+        live.require_keys(name, SessionKeys(ring, session))
     except HomeWardenError as exc:
         return _close_code(exc), str(exc)
     return None
