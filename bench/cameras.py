@@ -487,6 +487,9 @@ def _child_main(argv: list[str]) -> int:
         database_url=f"sqlite:///{args.workdir / 'homewarden.db'}",
         cameras=cameras,
         recorder={} if args.processes is None else {"processes": args.processes},
+        # plaintext storage: this measures recording cost per camera (README's cameras per
+        # core); bench/sealed_recording.py measures what sealing adds
+        storage={"sealed": False},
     )
     index = Index(settings.db_url)
     index.migrate()

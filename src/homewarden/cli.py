@@ -319,6 +319,11 @@ def _announce(runtime: Runtime, address: ApiAddress | None, demo: DemoOwner | No
                     style="bold green",
                 )
             )
+            if demo.recovery_code is not None:
+                out.print(
+                    f"Household recovery code (opens the footage keys if the password is "
+                    f"lost; shown once): {demo.recovery_code}"
+                )
         else:
             out.print(
                 f"Log in at {runtime.public_url()}/login as {demo.username!r} with the password "

@@ -228,7 +228,9 @@ class ApiSettings(_Strict):
 
 
 class StorageSettings(_Strict):
-    """Limits across all cameras."""
+    """Limits across all cameras, and whether footage is sealed at rest (``sealed``, on by
+    default: issue 6, "any process or person with the disk can watch every camera. Make that
+    impossible")."""
 
     max_total_bytes: int | None = Field(default=None, gt=0)
     min_free_bytes: int = Field(
@@ -238,11 +240,15 @@ class StorageSettings(_Strict):
     )
     retention_interval: float = Field(default=60.0, gt=0, description="seconds between passes")
     sealed: bool = Field(
-        default=False,
+        default=True,
         description=(
-            "new segments are sealed to the household key (DESIGN.md flow 8; "
-            "homewarden.services.sealed_footage); flipped to default true once every reader "
-            "works"
+            "new segments and event snapshots are sealed at rest to the household key "
+            "(DESIGN.md flow 8; homewarden.services.sealed_footage): they open only with keys "
+            "unlocked by a person's password (a web login, clip/export --user), the recovery "
+            "code or, where the owner allows emergency access, the escrow custodians' shares; "
+            "never with an API token or in an export job. false stores new footage as plain "
+            "files that anyone who can read the disk can watch (footage sealed before stays "
+            "sealed)"
         ),
     )
 

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.slow
 def _homewarden(data_dir: Path, db_url: str, camera: str, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEWARDEN_")}
     env["HOMEWARDEN_DATABASE_URL"] = db_url
+    # plaintext storage: this test is about the recorder's files on disk after a kill -9
+    env["HOMEWARDEN_STORAGE__SEALED"] = "false"
     return subprocess.Popen(
         [
             sys.executable,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import json
 import os
 import time
@@ -19,10 +21,15 @@ from homewarden.config import Settings
 from homewarden.media.rtsp_server import gst_rtsp_available
 from homewarden.services.accounts import AccountService
 from homewarden.services.audit import AuditLog
+from homewarden.services.household_keys import attach as attach_keys
 from homewarden.services.runtime import Runtime
+from homewarden.services.sealed_footage import SEALED_SUFFIX
+from homewarden.store import household_key_store as hks
+from homewarden.store.household_key_store import HouseholdKeyStore
 from homewarden.store.index import Index
 from homewarden.web.app import create_app
-from tests.web.helpers import add_user, make_context, token_client
+from homewarden.web.deps import CSRF_HEADER
+from tests.web.helpers import add_user, client, login, make_context, token_client
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -147,6 +154,9 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, float
             "--duration", "5",
             "--api", "127.0.0.1:0",
         ],
+        # plaintext storage: these tests are about run and the read and clip commands over
+        # its files (sealed: the demo tests below, tests/cli/test_sealed_cli.py)
+        env={"HOMEWARDEN_STORAGE__SEALED": "false"},
     )  # fmt: skip
     after = time.time()
     assert result.exit_code == 0, result.output
@@ -336,6 +346,52 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("demo") / "data"
 
 
+def _assert_sealed_at_rest(data_dir: Path) -> None:
+    """The demo runs on default settings, which seal footage (``storage.sealed``): once it
+    stopped, its recorded segments are sealed files and no plaintext segment is left in the
+    media dir; the household's first-run placeholder key was replaced at once (the demo owner
+    was set up before recording), so no footage is sealed to a key kept on disk."""
+    settings = Settings(data_dir=data_dir)
+    assert settings.storage.sealed
+    media = settings.media_dir / "demo"
+    files = [p for p in media.rglob("*") if p.is_file()]
+    assert [p for p in files if p.name.endswith(SEALED_SUFFIX)]
+    assert [p for p in files if not p.name.endswith(SEALED_SUFFIX)] == []
+    with contextlib.closing(Index(settings.db_url)) as index:
+        segments = index.segments("demo")
+        assert segments
+        assert all(s.sealed for s in segments)
+        assert HouseholdKeyStore(index).holders(settings.household, hks.SETUP) == []
+        placeholder = HouseholdKeyStore(index).versions(settings.household)[0].key_id
+        assert all(s.key_id != placeholder for s in segments)
+    assert not list(settings.keys_dir.glob("household_setup_*"))
+
+
+def _assert_owner_plays_back(data_dir: Path, password: str) -> None:
+    """The demo's owner logs in to the web app with the printed password and plays back
+    the sealed footage; an API token of theirs gets no footage."""
+    settings = Settings(data_dir=data_dir)
+    with (
+        contextlib.closing(Index(settings.db_url)) as index,
+        AuditLog.open(settings.db_url, settings.keys_dir) as audit,
+    ):
+        ctx = make_context(index, settings, audit)
+        keys = attach_keys(ctx.accounts, index, audit, settings.keys_dir)
+        ctx = dataclasses.replace(ctx, keys=keys)
+        web = create_app(ctx)
+        first, last = index.segments("demo")[0], index.segments("demo")[-1]
+        span = {"start": first.start, "end": last.end}
+        owner = client(web)
+        owner.headers[CSRF_HEADER] = login(owner, "owner", password)["csrf_token"]
+        played = owner.get("/api/cameras/demo/clip.mp4", params=span)
+        assert played.status_code == 200, played.text[:300]
+        with av.open(io.BytesIO(played.content)) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 10
+        user = ctx.accounts.user_by_name("owner")
+        refused = token_client(web, ctx, user).get("/api/cameras/demo/clip.mp4", params=span)
+        assert refused.status_code == 401
+
+
 def test_demo_serves_footage_over_rtsp_and_records(runner: CliRunner, demo_dir: Path) -> None:
     ok, reason = gst_rtsp_available()
     if not ok:
@@ -352,14 +408,13 @@ def test_demo_serves_footage_over_rtsp_and_records(runner: CliRunner, demo_dir: 
     assert "Web app at http://127.0.0.1:" in result.stdout
     assert str(demo_dir.resolve()) in result.stdout
     assert list((demo_dir / "cache" / "demo").glob("bikes-*.mp4"))
-    assert list((demo_dir / "media" / "demo").rglob("*.mp4"))
+    _assert_sealed_at_rest(demo_dir)
     # a demo owner who can log in, password printed once; no first-run setup link
     assert "/login as 'owner' with password " in result.stdout
     password = result.stdout.split("with password ", 1)[1].split()[0]
     assert "setup?token=" not in result.stdout
-    settings = Settings(data_dir=demo_dir)
-    with contextlib.closing(Index(settings.db_url)) as index, _accounts_of(settings, index) as acc:
-        assert acc.login("owner", password, "127.0.0.1").needs_totp is False
+    assert "recovery code" in result.stdout
+    _assert_owner_plays_back(demo_dir, password)
 
 
 def test_demo_without_gstreamer_plays_a_paced_file(
@@ -374,8 +429,9 @@ def test_demo_without_gstreamer_plays_a_paced_file(
     assert result.exit_code == 0, result.output
     assert "GStreamer RTSP server unavailable" in result.stdout
     assert "file camera" in result.stdout
-    segments = sorted((demo_dir / "media" / "demo").rglob("*.mp4"))
-    assert segments
+    _assert_sealed_at_rest(demo_dir)
+    if "with password " in result.stdout:  # the RTSP test was skipped: the owner is new
+        _assert_owner_plays_back(demo_dir, result.stdout.split("with password ", 1)[1].split()[0])
 
 
 def test_demo_with_missing_footage_says_how(runner: CliRunner, tmp_path: Path) -> None:

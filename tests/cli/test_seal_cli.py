@@ -57,11 +57,8 @@ def _seal(data: Path, *extra: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_footage_seal_quiet_prints_one_summary_line(
-    recorded: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data, size = recorded
-    monkeypatch.setenv("HOMEWARDEN_STORAGE__SEALED", "true")
+def test_footage_seal_quiet_prints_one_summary_line(recorded: tuple[Path, int]) -> None:
+    data, size = recorded  # storage.sealed is not set: on by default
     code, out, err = _seal(data, "--quiet")
     assert code == 0, out + err
     assert out.splitlines() == [f"sealed 6 segments, {size} bytes, 0 snapshots, skipped 0"]
@@ -84,8 +81,11 @@ def test_footage_seal_shows_a_progress_bar(
     assert scan(data) == {}
 
 
-def test_footage_seal_is_refused_while_sealing_is_off(recorded: tuple[Path, int]) -> None:
+def test_footage_seal_is_refused_while_sealing_is_off(
+    recorded: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data, _size = recorded
+    monkeypatch.setenv("HOMEWARDEN_STORAGE__SEALED", "false")
     code, out, err = _seal(data, "--quiet")
     assert code == 2
     assert "storage.sealed is off" in out + err

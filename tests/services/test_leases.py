@@ -23,6 +23,7 @@ from homewarden.errors import ConfigError, LeaseLostError
 from homewarden.services.leases import LeaseManager, fair_share
 from homewarden.services.recorder_group import ThreadRecorderGroup
 from homewarden.services.runtime import Runtime
+from homewarden.store.household_key_store import HouseholdKeyStore
 from homewarden.store.index import Index
 from homewarden.store.lease_store import LeaseStore
 from homewarden.store.lockfile import DataDirLock
@@ -293,6 +294,7 @@ def test_a_recorder_whose_lease_is_taken_discards_its_segment_and_stops(
                 "motion": {"enabled": False},
             }
         },
+        storage={"sealed": False},  # plaintext storage: this test is about lease fencing
     )
     store = LeaseStore(index)
     old = store.register("old", "h", 1, reclaim=False)
@@ -317,6 +319,37 @@ def test_a_recorder_whose_lease_is_taken_discards_its_segment_and_stops(
     media = settings.media_dir
     on_disk = {p.relative_to(media).as_posix() for p in media.rglob("*.mp4*")}
     assert on_disk == {r.path for r in committed}  # the refused segment's file is gone
+
+
+@on_postgresql
+def test_a_recorder_node_started_before_any_web_node_seals_its_footage(
+    index: Index, database_url: str, tmp_path: Path, vtest_h264: Path
+) -> None:
+    """Regression: only the web app's roles gave the households their first key, so with
+    footage sealed (the default) a recorder node started on a new database before any web
+    node could close no segment ("household 'home' has no key yet") and recorded nothing."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        cameras={
+            "x": {
+                "url": f"file:{vtest_h264}",
+                "loop": True,
+                "segment_seconds": 2,
+                "motion": {"enabled": False},
+            }
+        },
+    )
+    assert settings.storage.sealed
+    assert HouseholdKeyStore(index).current("home") is None
+    with Runtime(settings, role="recorder", node="n1") as runtime:
+        _wait(lambda: len(index.segments("x")) >= 1, "a first segment", 40.0)
+        assert runtime.statuses()["x"].last_error is None
+    key = HouseholdKeyStore(index).current("home")
+    assert key is not None
+    segments = index.segments("x")
+    assert segments
+    assert all(s.sealed and s.key_id == key.key_id for s in segments)
 
 
 def test_role_recorder_on_sqlite_and_unknown_roles_are_config_errors(tmp_path: Path) -> None:

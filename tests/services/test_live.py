@@ -71,6 +71,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
             "front": {"url": "rtsp://127.0.0.1:9/none"},
             "shed": {"url": "rtsp://127.0.0.1:9/none", "enabled": False},
         },
+        # plaintext storage: these tests are about following the segment file being written
+        # (sealed: tests/web/test_live_sealed.py, tests/services/test_sealed_live_dir.py)
+        storage={"sealed": False},
     )
     index = Index(url)
     index.migrate()

@@ -80,7 +80,8 @@ class Node:
 
 def _config(tmp_path: Path, data: Path, vtest_h264: Path, bikes_mp4: Path) -> Path:
     cameras = {"cam1": vtest_h264, "cam2": bikes_mp4, "cam3": vtest_h264, "cam4": bikes_mp4}
-    text = f'data_dir = "{data}"\n\n[recorder]\nprocesses = 1\n'
+    # plaintext storage: these tests are about leases and takeover, read from the segment files
+    text = f'data_dir = "{data}"\n\n[storage]\nsealed = false\n\n[recorder]\nprocesses = 1\n'
     for name, clip in cameras.items():
         text += (
             f'\n[cameras.{name}]\nurl = "file:{clip}"\nloop = true\nsegment_seconds = 2\n'
@@ -249,6 +250,7 @@ def test_a_recorder_node_records_in_worker_processes_and_gives_up_a_taken_camera
             "p": {"url": f"file:{vtest_h264}", **camera},
             "q": {"url": f"file:{bikes_mp4}", **camera},
         },
+        storage={"sealed": False},  # plaintext storage: this test reads the segment files
     )
     runtime = Runtime(settings, recorder_pool_factory=recorder_pool, role="recorder", node="solo")
     runtime.start()

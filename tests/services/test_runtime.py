@@ -111,6 +111,7 @@ def test_runtime_records_and_serves_live_status(tmp_path: Path) -> None:
         data_dir=tmp_path / "data",
         api={"host": "127.0.0.1", "port": 0},
         cameras={"bikes": {"url": f"file:{FOOTAGE}", "loop": True, "segment_seconds": 2}},
+        storage={"sealed": False},  # plaintext storage: this test reads the segment files
     )
     runtime = Runtime(settings, app_factory=create_app)
     address = runtime.start()
@@ -192,6 +193,9 @@ def test_second_runtime_on_same_data_dir_is_refused_and_first_loses_nothing(
         data_dir=tmp_path / "data",
         database_url=database_url,
         cameras={"bikes": {"url": f"file:{FOOTAGE}", "loop": True, "segment_seconds": 2}},
+        # plaintext storage: this test is about the data-dir lock guarding the segment in
+        # progress in the media dir
+        storage={"sealed": False},
     )
     media = settings.media_dir
     first = Runtime(settings)

@@ -82,6 +82,9 @@ def live(index: Index, database_url: str, tmp_path: Path, segment: bytes) -> Ite
             "front": {"url": "rtsp://127.0.0.1:9/front"},
             "barn": {"url": "rtsp://127.0.0.1:9/barn", "household": "farm"},
         },
+        # plaintext storage: these tests are about the live socket and its refusals
+        # (sealed: tests/web/test_live_sealed.py)
+        storage={"sealed": False},
     )
     boxes, _ = fmp4.complete_boxes(segment)
     pairs = [(a, b) for a, b in itertools.pairwise(boxes) if a.type == "moof"]

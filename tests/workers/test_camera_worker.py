@@ -60,6 +60,9 @@ def _settings(data: Path, database_url: str, names: list[str], processes: int | 
         api={"host": "127.0.0.1", "port": 0},
         cameras={name: cam for name in names},
         recorder={"processes": processes},
+        # plaintext storage: these tests are about worker processes (sealed recording in
+        # workers: tests/services/test_sealed_footage.py, test_sealed_live_dir.py)
+        storage={"sealed": False},
     )
 
 
@@ -300,8 +303,12 @@ from homewarden.workers.camera_worker import recorder_pool
 
 data, db, footage = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 cam = {"url": f"file:{footage}", "loop": True, "segment_seconds": 2}
-settings = Settings(
-    data_dir=data, database_url=db, cameras={"a": cam, "b": cam}, recorder={"processes": 2}
+settings = Settings(  # plaintext storage: this is about a killed parent's workers
+    data_dir=data,
+    database_url=db,
+    cameras={"a": cam, "b": cam},
+    recorder={"processes": 2},
+    storage={"sealed": False},
 )
 data.mkdir(parents=True)
 lock = DataDirLock.acquire(data)
@@ -382,7 +389,12 @@ def _one_worker_pool(settings: Settings, index: Index) -> RecorderProcessPool:
 
 def _with_cameras(settings: Settings, cameras: dict[str, Any]) -> Settings:
     """``settings`` with only ``cameras`` (name -> raw camera settings) configured."""
-    return Settings(data_dir=settings.data_dir, database_url=settings.database_url, cameras=cameras)
+    return Settings(
+        data_dir=settings.data_dir,
+        database_url=settings.database_url,
+        cameras=cameras,
+        storage=settings.storage,
+    )
 
 
 def test_adding_a_camera_to_a_worker_does_not_restart_its_other_cameras(

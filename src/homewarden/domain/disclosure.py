@@ -61,6 +61,10 @@ CLOCK_SLACK_SECONDS = 300.0
 MAX_TEXT = 4000
 #: The answer to a request for footage sealed to keys only the household holds (issue 6).
 OWNER_HOLDS_KEYS = "the provider cannot produce this content; the owner holds the keys"
+#: What a fulfilment releasing only the part of the footage in the clear says of the rest.
+WITHHELD_IN_PART = (
+    f"the footage sealed to the household's keys was not produced, as {OWNER_HOLDS_KEYS}"
+)
 
 
 class RequestType(StrEnum):
@@ -258,6 +262,38 @@ def _finite(x: float) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedRange:
+    """Footage of ``camera`` over ``[start, end]`` (UTC epoch s) sealed to keys only the
+    household holds, which the provider cannot produce (issue 6)."""
+
+    camera: str
+    start: float
+    end: float
+
+    def text(self) -> str:
+        """``<camera> from <UTC> to <UTC>``, as the owner notice and reasons say it."""
+        return f"{self.camera} from {utc_seconds_text(self.start)} to {utc_seconds_text(self.end)}"
+
+    def to_json(self) -> list[Any]:
+        """``[camera, start, end]``."""
+        return [self.camera, self.start, self.end]
+
+    @classmethod
+    def from_json(cls, data: Any) -> SealedRange:
+        """Inverse of :meth:`to_json`. Raises InvalidRequestError on a malformed value."""
+        try:
+            camera, start, end = data
+            return cls(str(camera), float(start), float(end))
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(f"malformed sealed range: {exc}") from exc
+
+
+def sealed_ranges_text(ranges: Sequence[SealedRange]) -> str:
+    """The ranges as one phrase (``shed from ... to ...; porch from ... to ...``)."""
+    return "; ".join(r.text() for r in ranges)
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """A household's disclosure policy (set by its owner).
 
@@ -363,6 +399,12 @@ class Request:
             and is answered "the provider cannot produce this content; the owner holds the
             keys" (issue 6): set when the owner is told so (:func:`owner_holds_keys`) or at
             such a fulfilment; the owner notice then says nothing is released.
+        sealed_withheld: part of the footage released is sealed to keys only the household
+            holds (a search warrant over footage recorded partly before sealing was turned
+            on): that part, these ranges, is answered "the provider cannot produce this
+            content; the owner holds the keys" and the part in the clear is released. Set when
+            the owner is told so (:func:`owner_holds_keys_in_part`) or at such a fulfilment;
+            the owner notice then says which part is released and which cannot be.
     """
 
     id: str
@@ -394,6 +436,7 @@ class Request:
     hold_renewed: bool = False
     reject_code: RejectCode | None = None
     owner_holds_keys: bool = False
+    sealed_withheld: tuple[SealedRange, ...] = ()
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -527,10 +570,17 @@ class Fulfil:
     owner-held keys is impossible by construction): fulfilled with package ``none`` and that
     answer. If the owner was already told footage would be released, they are told again
     that nothing was.
+
+    ``withheld``: the package holds the footage of the scope recorded in the clear, and these
+    ranges of it, sealed to the household's own keys, were not produced (a search warrant
+    over footage recorded partly before sealing was turned on; issue 6). The transition's
+    reason names them; if the owner was told before that all of it would be released, they
+    are told again what was released and what could not be.
     """
 
     package: str
     owner_holds_keys: bool = False
+    withheld: tuple[SealedRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -851,6 +901,19 @@ def decide(req: Request, action: Action, actor: Party, policy: Policy, now: floa
                          f"package none: {OWNER_HOLDS_KEYS}")  # fmt: skip
                 if told:
                     out.effects.append(SendOwnerNotice(owner_notice_text(out.req)))
+            elif action.withheld:
+                if req.release is not Release.FOOTAGE or action.package == "none":
+                    raise InvalidTransitionError(
+                        "only a package of footage is released with a sealed part withheld"
+                    )
+                told = req.notice is NoticeStatus.SENT and not req.sealed_withheld
+                out.req = replace(out.req, sealed_withheld=action.withheld)
+                out.move("fulfil", State.FULFILLED, actor, now,
+                         f"package {action.package} ready for the requester ({req.release}) "
+                         f"in part: {WITHHELD_IN_PART} "
+                         f"({sealed_ranges_text(action.withheld)})")  # fmt: skip
+                if told:
+                    out.effects.append(SendOwnerNotice(owner_notice_text(out.req)))
             else:
                 out.move("fulfil", State.FULFILLED, actor, now,
                          f"package {action.package} ready for the requester "
@@ -1064,6 +1127,14 @@ def owner_notice_text(req: Request) -> str:
             f"as {OWNER_HOLDS_KEYS} (the footage is sealed to your household's keys, which the "
             "provider does not hold)"
         )
+    elif req.release is Release.FOOTAGE and req.sealed_withheld:
+        done = req.state is State.FULFILLED
+        what = (
+            f"the footage recorded in the clear {'was' if done else 'will be'} released; the "
+            f"footage sealed to your household's keys ({sealed_ranges_text(req.sealed_withheld)}) "
+            f"{'was not' if done else 'cannot be'} released, as {OWNER_HOLDS_KEYS} (the "
+            "provider does not hold them)"
+        )
     if req.state is State.WITHDRAWN:  # a delayed notice of a request withdrawn meanwhile
         what = "the requester withdrew it before anything was released"
     return (
@@ -1106,6 +1177,21 @@ def owner_holds_keys(decision: Decision) -> Decision:
     sealed) applies it to the step that tells the owner; the fulfilment that follows is
     ``Fulfil("none", owner_holds_keys=True)``."""
     req = replace(decision.request, owner_holds_keys=True)
+    effects = tuple(
+        SendOwnerNotice(owner_notice_text(req)) if isinstance(e, SendOwnerNotice) else e
+        for e in decision.effects
+    )
+    return Decision(req, decision.transitions, effects)
+
+
+def owner_holds_keys_in_part(decision: Decision, withheld: Sequence[SealedRange]) -> Decision:
+    """``decision`` for a request of footage part of which, the ``withheld`` ranges, is
+    sealed to keys only the household holds while the rest is in the clear (issue 6): the
+    request is marked :attr:`Request.sealed_withheld` and any owner notice it sends says what
+    will be released and what cannot be. Applied by the disclosure service as
+    :func:`owner_holds_keys` is; the fulfilment that follows is ``Fulfil(package,
+    withheld=...)``."""
+    req = replace(decision.request, sealed_withheld=tuple(withheld))
     effects = tuple(
         SendOwnerNotice(owner_notice_text(req)) if isinstance(e, SendOwnerNotice) else e
         for e in decision.effects

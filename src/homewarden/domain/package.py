@@ -20,6 +20,13 @@ the recorded segments and, when redacted, the redacted copies - and ``released``
 are in the package. Unreleased files (the originals behind redacted copies) are withheld but
 hashed, so the deployment can later prove which original a redacted copy came from.
 
+Withheld sealed footage. A package released in part because some of the scope is sealed to
+keys only the household holds (issue 6: a search warrant over footage recorded partly before
+sealing was turned on) lists those ranges under ``withheld_sealed`` (:class:`WithheldRange`:
+camera, start and end, why); the clips around them show the same spans as gaps. The key is
+written only when there is such a range, so manifests made before it existed keep their one
+spelling.
+
 Binding. The manifest cannot name its own audit entry (the entry names the manifest), so each
 audit entry of the export (``footage:export:create``, one per camera) carries the package id
 as its ``request`` and the manifest's SHA-256 in its reason (:func:`binding_reason`); audit.json
@@ -166,6 +173,54 @@ class PackageFile:
         return out
 
 
+#: Why a :class:`WithheldRange` was not produced.
+WITHHELD_SEALED_WHY = (
+    "sealed at rest to keys only the household holds: the provider cannot produce this "
+    "content; the owner holds the keys"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WithheldRange:
+    """Footage of ``camera`` over ``[start_ms, end_ms]`` (UTC epoch ms) in the scope but not
+    in the package, as it is sealed to keys only the household holds (``why``)."""
+
+    camera: str
+    start_ms: int
+    end_ms: int
+    why: str = WITHHELD_SEALED_WHY
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (times also as ISO 8601 text)."""
+        return {
+            "camera": self.camera,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "start": iso_ms(self.start_ms),
+            "end": iso_ms(self.end_ms),
+            "why": self.why,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> WithheldRange:
+        """Parse :meth:`to_json`'s form (its consistency is checked with the manifest's
+        canonical spelling).
+
+        Raises:
+            PackageTamperedError: malformed.
+        """
+        obj = json_object(data, "a withheld range")
+        try:
+            return cls(
+                camera=json_str(obj["camera"]),
+                start_ms=json_int(obj["start_ms"]),
+                end_ms=json_int(obj["end_ms"]),
+                why=json_str(obj["why"]),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise PackageTamperedError(f"withheld range malformed: {exc}", name=MANIFEST) from exc
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """The signed statement of a package.
@@ -175,7 +230,9 @@ class Manifest:
     ``legal_basis``: text; ``reason``: why, as given; ``household``, ``cameras``,
     ``start_ms``/``end_ms``: the scope; ``files``; ``readme_sha256``/``readme_size``;
     ``software_version``; ``created_ms``; ``public_key``: the signing key (32 bytes raw, hex)
-    and ``key_id`` (its SHA-256, hex); ``clock_note``: what the recorder's clock offset means.
+    and ``key_id`` (its SHA-256, hex); ``clock_note``: what the recorder's clock offset means;
+    ``withheld_sealed``: ranges of the scope not produced as they are sealed to keys only the
+    household holds (written only when there are any).
     """
 
     package_id: str
@@ -196,10 +253,11 @@ class Manifest:
     key_id: str
     clock_note: str
     redaction: Mapping[str, Any] | None = field(default=None)
+    withheld_sealed: tuple[WithheldRange, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (schema in the module docstring)."""
-        return {
+        out = {
             "format": FORMAT,
             "package_id": self.package_id,
             "kind": self.kind,
@@ -230,6 +288,9 @@ class Manifest:
             },
             "audit": {"file": AUDIT, "action": str(AuditTag.FOOTAGE_EXPORT_CREATE)},
         }
+        if self.withheld_sealed:
+            out["withheld_sealed"] = [w.to_json() for w in self.withheld_sealed]
+        return out
 
     @property
     def released(self) -> tuple[PackageFile, ...]:
@@ -295,6 +356,9 @@ def parse_manifest(data: bytes) -> Manifest:
             key_id=json_str(sig["key_id"]),
             clock_note=json_str(obj["recorder_clock"]),
             redaction=None if redaction is None else json_object(redaction, "redaction"),
+            withheld_sealed=tuple(
+                WithheldRange.from_json(w) for w in json_list(obj.get("withheld_sealed", []))
+            ),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise PackageTamperedError(f"{MANIFEST} is malformed: {exc}", name=MANIFEST) from exc

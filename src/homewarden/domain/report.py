@@ -25,7 +25,9 @@ outcome is what the entries up to the head say):
   ``expire``: unanswered for 7 days, which declines it), ``withdrawn``, else ``pending``;
 - legal orders (subpoena, court order, search warrant): ``rejected`` (a ``reject``);
   accepted and fulfilled with nothing to release (``released nothing``): ``none``; accepted
-  narrowed: ``partial``; accepted whole: ``complete``; ``withdrawn``; else ``pending``;
+  narrowed, or fulfilled with only part of the footage (``released footage in part``, the
+  rest sealed to keys only the household holds): ``partial``; accepted whole: ``complete``;
+  ``withdrawn``; else ``pending``;
 - preservation: ``accepted``, ``rejected``, ``withdrawn``, ``pending``;
 - emergency: ``disclosed`` (released after the call-back and two approvals), ``refused``
   (a ``reject``, including a household policy refusing emergencies), ``withdrawn``,
@@ -37,8 +39,11 @@ outcome is what the entries up to the head say):
   (footage or account facts);
 - legal orders answered under owner-held keys (``legal_owner_held_keys``): search warrants
   fulfilled with ``released nothing (cannot produce content: the owner holds the keys)``,
-  the footage being sealed to keys only the household holds (issue 6). They count as
-  ``none`` among their kind's outcomes too; this figure says why;
+  the footage being sealed to keys only the household holds (issue 6), and those fulfilled
+  with ``released footage in part (cannot produce sealed content: the owner holds the
+  keys)``, footage recorded partly before sealing was turned on. They count as ``none``
+  (or ``partial``, in part) among their kind's outcomes too; this figure says why. Logs
+  written before the part-release existed hold no such entry and count as they did;
 - emergencies answered under owner-held keys (``emergency_owner_held_keys``): emergencies
   approved (so counted ``disclosed``, the approval being what that outcome records) whose
   fulfilment released nothing because the footage is sealed to keys only the household
@@ -126,6 +131,7 @@ class _Story:
     disclosed: bool = False
     released_nothing: bool = False
     owner_held_keys: bool = False
+    released_in_part: bool = False
     emergency_released: bool = False
 
 
@@ -145,7 +151,9 @@ def _outcome(story: _Story) -> str:
         if story.accepted_state is not None:
             if story.released_nothing:
                 return "none"
-            return "partial" if story.accepted_state == "narrowed" else "complete"
+            if story.released_in_part or story.accepted_state == "narrowed":
+                return "partial"
+            return "complete"
         return "withdrawn" if "withdraw" in v else "pending"
     if story.kind == "preservation":
         if "reject" in v:
@@ -204,6 +212,9 @@ def count(entries: Iterable[RequestEntry], start_ms: int, end_ms: int) -> dict[s
                 story.owner_held_keys = OWNER_HELD_KEYS_WHAT in e.reason.split("; details ")[0]
             else:
                 story.disclosed = True
+                what = e.reason.split("; details ")[0]
+                if " in part " in what and OWNER_HELD_KEYS_WHAT in what:
+                    story.released_in_part = story.owner_held_keys = True
     counted = [
         s for s in stories.values() if s.filed_ms is not None and start_ms <= s.filed_ms < end_ms
     ]

@@ -4,6 +4,11 @@ A segment is written to ``<final>.part`` and renamed to its final name only when
 a crash leaves at most one ``.part`` file (which is itself playable up to its last fragment:
 ``frag_keyframe+empty_moov`` puts the ``moov`` first and flushes a ``moof``/``mdat`` fragment at
 every keyframe, see FFmpeg's mov muxer documentation, "Fragmentation").
+
+A segment that is sealed when it closes (``storage.sealed``) is written elsewhere instead: the
+caller names its ``part_path`` (a private directory on a memory file system,
+:mod:`homewarden.store.memory_dir`) and takes the finished file from there
+(``close(place=False)``); nothing is then written next to the final name.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 WRITE_OPTIONS = {"movflags": MOVFLAGS, "flush_packets": "1"}
 
 
-def _storage_error(action: str, path: Path, exc: BaseException) -> StorageError:
+def _storage_error(
+    action: str, path: Path, exc: BaseException, medium: str = "disk"
+) -> StorageError:
     code = getattr(exc, "errno", None)
     if code == errno.ENOSPC:
-        return StorageError(f"disk full while {action} {path}")
+        return StorageError(f"{medium} full while {action} {path}")
     detail = getattr(exc, "strerror", None) or str(exc)
     return StorageError(f"cannot {action} {path}: {detail}")
 
@@ -47,8 +54,17 @@ class SegmentWriter:
     The packet objects passed to :meth:`write` are modified (their timestamps are rebased and
     their stream reassigned): callers must not rely on ``pts``/``dts`` afterwards.
 
+    Args:
+        final_path: the finished file's name.
+        video_template_stream, audio_template_stream: the source's streams.
+        part_path: where the file is written until it is finished; default
+            ``<final_path>.part``. Its directory must exist when given (no directory is made
+            then, so a private one keeps its mode).
+        medium: what a full file system is called in errors (``disk``, ``memory file
+            system``).
+
     Raises:
-        StorageError: the directory or file cannot be written (disk full is said so).
+        StorageError: the directory or file cannot be written (a full one is said so).
     """
 
     def __init__(
@@ -56,13 +72,18 @@ class SegmentWriter:
         final_path: Path,
         video_template_stream: Any,
         audio_template_stream: Any | None = None,
+        *,
+        part_path: Path | None = None,
+        medium: str = "disk",
     ) -> None:
         self.final_path = final_path
-        self.part_path = final_path.with_name(final_path.name + ".part")
+        self.part_path = part_path or final_path.with_name(final_path.name + ".part")
+        self._medium = medium
         self._closed = False
         self._out: Any = None
         try:
-            final_path.parent.mkdir(parents=True, exist_ok=True)
+            if part_path is None:
+                final_path.parent.mkdir(parents=True, exist_ok=True)
             self._out = av.open(str(self.part_path), mode="w", format="mp4", options=WRITE_OPTIONS)
             self._v = self._out.add_stream_from_template(video_template_stream)
             self._v.time_base = video_template_stream.time_base
@@ -72,7 +93,7 @@ class SegmentWriter:
                 self._a.time_base = audio_template_stream.time_base
         except (av.error.FFmpegError, OSError) as exc:
             self._discard()
-            raise _storage_error("create", self.part_path, exc) from exc
+            raise _storage_error("create", self.part_path, exc, medium) from exc
         self._vindex = video_template_stream.index
         self._aindex = audio_template_stream.index if audio_template_stream is not None else -1
         self._offset_s: float | None = None
@@ -132,7 +153,7 @@ class SegmentWriter:
             self._out.mux(packet)
         except (av.error.FFmpegError, OSError) as exc:
             self._discard()
-            raise _storage_error("write", self.part_path, exc) from exc
+            raise _storage_error("write", self.part_path, exc, self._medium) from exc
 
     def close(self, *, place: bool = True) -> int:
         """Finish the file and rename ``.part`` to the final name atomically; with ``place``
@@ -158,7 +179,7 @@ class SegmentWriter:
             return self.final_path.stat().st_size
         except (av.error.FFmpegError, OSError) as exc:
             self._discard()
-            raise _storage_error("finish", self.final_path, exc) from exc
+            raise _storage_error("finish", self.final_path, exc, self._medium) from exc
 
     def abort(self) -> None:
         """Stop writing and remove the ``.part`` file. Safe to call more than once."""

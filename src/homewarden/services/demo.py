@@ -14,7 +14,11 @@ The chosen clip is transcoded once to camera-like H.264 (GOP 2 s) into the cache
 
 :func:`ensure_demo_owner` gives the demo a household owner who can log in at once: created
 (or, when the first run left one without a password, completed) with a random password that
-the demo prints once; no second factor.
+the demo prints once; no second factor. The password is set through the owner's one-time
+setup link, as a person would set it, so the household's keys are set up at once (footage is
+sealed by default, ``storage.sealed``): the first-run placeholder key is handed to the owner
+and destroyed, and footage recorded from then on is sealed to a key never kept on disk in the
+clear, even before the owner's first login; the recovery code made then is printed once too.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from homewarden.domain.permissions import Role
 from homewarden.errors import FootageUnavailableError
 from homewarden.media.transcode import transcode_to_h264
 from homewarden.services.accounts import AccountService
+from homewarden.services.household_keys import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +59,27 @@ DEMO_OWNER = "owner"
 @dataclass(frozen=True, slots=True)
 class DemoOwner:
     """The demo's owner account: ``password`` is set only when this call chose it (it is
-    printed once); None when the owner already had a password."""
+    printed once); None when the owner already had a password. ``recovery_code``: the
+    household's recovery code made when this call completed its key setup (printed once);
+    None otherwise."""
 
     username: str
     password: str | None
+    recovery_code: str | None = None
 
 
 def ensure_demo_owner(accounts: AccountService, household: str | None = None) -> DemoOwner:
     """Make sure ``household`` (default: the deployment's) has an owner who can log in.
 
     With no owner, create :data:`DEMO_OWNER` with a random 128-bit password; with an owner
-    still waiting for its setup link, set such a password through a fresh link. An owner with
-    a password is left alone.
+    still waiting for its setup link, set such a password through a fresh link. Either way
+    the password is set through a setup link, so that with a key ring attached
+    (``accounts.keys``, :func:`homewarden.services.household_keys.attach`) the household's
+    keys are set up now (the placeholder destroyed, the key rotated) and the recovery code is
+    returned. An owner with a password is left alone.
+
+    Raises:
+        StorageError, DatabaseError: the account or its keys cannot be stored.
     """
     accounts.ensure_households()
     home = household or accounts.household
@@ -76,11 +90,14 @@ def ensure_demo_owner(accounts: AccountService, household: str | None = None) ->
     password = secrets.token_urlsafe(16)
     actor = Actor(ActorKind.SYSTEM, "demo")
     if owners:
-        secret = accounts.new_setup_link(owners[0].id, actor=actor)
-        user = accounts.complete_setup(secret, password)
+        secret: str | None = accounts.new_setup_link(owners[0].id, actor=actor)
     else:
-        user = accounts.add_user(DEMO_OWNER, Role.OWNER, home, actor=actor, password=password).user
-    return DemoOwner(user.username, password)
+        secret = accounts.add_user(DEMO_OWNER, Role.OWNER, home, actor=actor).setup_secret
+    assert secret is not None  # made without a password: a setup link
+    user = accounts.complete_setup(secret, password)
+    ring = accounts.keys
+    code = ring.take_setup_recovery_code(user.id) if isinstance(ring, KeyRing) else None
+    return DemoOwner(user.username, password, code)
 
 
 @dataclass(frozen=True, slots=True)

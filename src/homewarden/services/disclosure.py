@@ -56,7 +56,7 @@ from homewarden.errors import (
 from homewarden.notify.mail import check_address
 from homewarden.services.accounts import DEPLOYMENT_HOUSEHOLD, AccountService
 from homewarden.services.audit import AuditLog
-from homewarden.services.evidence import EvidenceService
+from homewarden.services.evidence import EvidenceService, sealed_ranges
 from homewarden.services.notices import NoticeService
 from homewarden.services.sealed_footage import KeySource
 from homewarden.store.disclosure_store import (
@@ -227,6 +227,7 @@ def request_to_json(r: d.Request) -> dict[str, Any]:
         "hold_renewed": r.hold_renewed,
         "reject_code": None if r.reject_code is None else str(r.reject_code),
         "owner_holds_keys": r.owner_holds_keys,
+        "sealed_withheld": [w.to_json() for w in r.sealed_withheld],
     }
 
 
@@ -267,6 +268,9 @@ def request_from_json(data: dict[str, Any]) -> d.Request:
         hold_renewed=bool(data["hold_renewed"]),
         reject_code=None if data["reject_code"] is None else d.RejectCode(data["reject_code"]),
         owner_holds_keys=bool(data.get("owner_holds_keys", False)),
+        sealed_withheld=tuple(
+            d.SealedRange.from_json(w) for w in data.get("sealed_withheld") or ()
+        ),
     )
 
 
@@ -874,6 +878,7 @@ class DisclosureService:
             "package_ready": stored.package not in (None, "none"),
             "awaiting_keys": stored.data.get("awaiting_keys"),
             "owner_holds_keys": r.owner_holds_keys,
+            "sealed_withheld": [w.to_json() for w in r.sealed_withheld],
             "documents": [
                 {
                     "id": doc.id,
@@ -929,10 +934,16 @@ class DisclosureService:
             not decision.request.owner_holds_keys
             and any(isinstance(e, d.SendOwnerNotice) for e in decision.effects)
             and self._awaits_package(decision.request, stored.package)
-            and self._fulfilment_plan(decision.request) == "owner_holds_keys"
         ):
-            # Issue 6: the owner is told nothing can be released, not "will be released".
-            decision = d.owner_holds_keys(decision)
+            plan = self._fulfilment_plan(decision.request)
+            if plan == "owner_holds_keys":
+                # Issue 6: the owner is told nothing can be released, not "will be released".
+                decision = d.owner_holds_keys(decision)
+            elif plan == "clear_part":
+                # ... or which part will be released and which cannot be.
+                decision = d.owner_holds_keys_in_part(
+                    decision, self._sealed_ranges(decision.request.scope)
+                )
         self._log_steps(decision)
         data = request_to_json(decision.request)
         data["holds"] = self._holds(stored, decision, now)
@@ -1148,7 +1159,8 @@ class DisclosureService:
         cannot produce this content; the owner holds the keys"; a granted consent (the
         owner's keys) or an emergency under escrow (two custodians' shares) is left waiting
         for those keys (:meth:`_await_keys`, logged once) until someone calls
-        :meth:`fulfil_with_keys`."""
+        :meth:`fulfil_with_keys` - or, for an emergency, until the owner turns escrow off:
+        each pass then answers it as one without escrow (:meth:`answer_escrow_off`)."""
         now = self._clock()
         handled = 0
         for request_id in self._store.due(now):
@@ -1158,7 +1170,57 @@ class DisclosureService:
                 handled += 1
             except HomeWardenError as exc:
                 log.warning("request %s: due step failed, will retry: %s", request_id, exc)
+        try:
+            handled += self.answer_escrow_off()
+        except HomeWardenError as exc:
+            log.warning("emergencies waiting for escrow shares not checked, will retry: %s", exc)
         return handled
+
+    def answer_escrow_off(self, household: str | None = None) -> int:
+        """Answer the emergencies waiting for custodians' escrow shares
+        (``data["awaiting_keys"]`` ``custodians``, :meth:`_await_keys`) whose household's
+        owner has since turned emergency access off (the escrow seals are destroyed, so no
+        shares can open the footage any more): each is fulfilled with nothing, "the provider
+        cannot produce this content; the owner holds the keys", and the owner told so, as an
+        emergency over sealed footage without escrow is (issue 6; DESIGN.md flow 5). Run by
+        every :meth:`run_due` pass; call it with the ``household`` when its owner turns
+        escrow off to answer at once. Returns how many were answered; one that fails is
+        logged and tried again at the next pass.
+
+        Raises:
+            DatabaseError: the waiting requests cannot be listed.
+        """
+        waiting = self._store.requests(
+            household=household,
+            types=[str(d.RequestType.EMERGENCY)],
+            states=sorted(str(s) for s in _AWAITS_PACKAGE),
+            limit=10_000,
+        )
+        answered = 0
+        for candidate in waiting:
+            if candidate.data.get("awaiting_keys") != "custodians" or candidate.package:
+                continue
+            try:
+                with self._lock:
+                    stored = self._store.request(candidate.id)
+                    req = request_from_json(stored.data)
+                    if not (
+                        stored.data.get("awaiting_keys") == "custodians"
+                        and self._awaits_package(req, stored.package)
+                        and self._fulfilment_plan(req) == "owner_holds_keys"
+                    ):
+                        continue  # escrow still on (or answered meanwhile): it waits
+                    log.info(
+                        "request %s: emergency access was turned off while it waited for the "
+                        "custodians' shares: %s",
+                        req.id,
+                        d.OWNER_HOLDS_KEYS,
+                    )
+                    self._step(stored, d.Fulfil("none", owner_holds_keys=True), d.SYSTEM)
+                answered += 1
+            except HomeWardenError as exc:
+                log.warning("request %s: answering it failed, will retry: %s", candidate.id, exc)
+        return answered
 
     def _run_one(self, request_id: str) -> None:
         stored = self._store.request(request_id)
@@ -1174,6 +1236,16 @@ class DisclosureService:
             elif plan == "package":
                 package = self._package(stored, req)
                 stored = self._step(stored, d.Fulfil(package), d.SYSTEM)
+            elif plan == "clear_part":
+                withheld = self._sealed_ranges(req.scope)
+                package = self._package(stored, req, skip_sealed=True)
+                if package == "none":  # nothing in the clear after all
+                    log.info("request %s: %s", req.id, d.OWNER_HOLDS_KEYS)
+                    action = d.Fulfil("none", owner_holds_keys=True)
+                else:
+                    log.info("request %s: released in part; %s", req.id, d.WITHHELD_IN_PART)
+                    action = d.Fulfil(package, withheld=withheld)
+                stored = self._step(stored, action, d.SYSTEM)
             elif stored.data.get("awaiting_keys") != plan:
                 self._await_keys(stored, req, plan)
         elif stored.next_due is not None and stored.next_due <= now:
@@ -1243,8 +1315,9 @@ class DisclosureService:
             InvalidTransitionError: the request is not waiting for fulfilment (undecided,
                 declined, rejected, preservation only, fulfilled already, ...), or it is one
                 the provider answers it cannot produce as the owner holds the keys (a search
-                warrant over sealed footage, escrowed or not; an emergency over sealed
-                footage where the owner has not turned escrow on): no keys are used then.
+                warrant over sealed footage, escrowed or not, whether or not part of its
+                scope is in the clear; an emergency over sealed footage where the owner has
+                not turned escrow on): no keys are used then.
             PermissionDeniedError: nothing may be released yet
                 (:func:`homewarden.domain.disclosure.check_releasable`).
             KeysLockedError, KeyUnavailableError: ``keys`` cannot open a sealed segment of the
@@ -1261,7 +1334,7 @@ class DisclosureService:
                     f"request {request_id} is not waiting for fulfilment (it is {req.state}"
                     f"{', fulfilled' if stored.package is not None else ''})"
                 )
-            if self._fulfilment_plan(req) == "owner_holds_keys":
+            if self._fulfilment_plan(req) in ("owner_holds_keys", "clear_part"):
                 # A warrant over sealed footage, or an emergency without the owner's escrow
                 # opt-in: no keys brought by anyone make it producible (issue 6).
                 raise InvalidTransitionError(
@@ -1369,17 +1442,24 @@ class DisclosureService:
           order, so even an escrowed key version does not make it producible) or for an
           emergency where the owner has not turned emergency access (escrow) on: answered
           "the provider cannot produce this content; the owner holds the keys";
+        - ``clear_part``: a search warrant whose scope holds footage in the clear (recorded
+          before sealing was turned on) as well as sealed footage: the scheduler packages the
+          part in the clear and the sealed ranges (:meth:`_sealed_ranges`) are answered as
+          ``owner_holds_keys`` (:meth:`run_due`);
         - ``custodians``: an emergency over sealed footage where the owner turned escrow on:
           it waits for two custodians' shares (:meth:`fulfil_with_keys`);
         - ``owner``: a consent the owner granted over sealed footage: it waits for the owner's
           unlocked session (:meth:`grant`, :meth:`owner_fulfil`).
 
-        All or nothing: a scope holding any sealed segment is treated as sealed (a warrant
-        over a mix is not split into a released plaintext part and a withheld sealed part).
+        Only a search warrant is split: an emergency or a consent over a mix is treated as
+        sealed as a whole (the keys that open the sealed part are needed, or none is used).
         """
         if req.release is d.Release.FOOTAGE and req.owner_holds_keys:
             return "owner_holds_keys"  # what the owner was told stays the answer
-        if req.release is not d.Release.FOOTAGE or not self._sealed_key_ids(req.scope):
+        if req.release is not d.Release.FOOTAGE:
+            return "package"
+        sealed, clear = self._sealed_and_clear(req.scope)
+        if not sealed:
             return "package"
         ground = d.release_grounds(req)
         if ground == "emergency":
@@ -1387,7 +1467,31 @@ class DisclosureService:
             return "custodians" if escrow else "owner_holds_keys"
         if ground == "owner consent":
             return "owner"
-        return "owner_holds_keys"
+        return "clear_part" if clear else "owner_holds_keys"
+
+    def _sealed_and_clear(self, scope: d.Scope) -> tuple[bool, bool]:
+        """Whether ``scope`` holds sealed segments, and whether it holds segments in the
+        clear."""
+        segs = [
+            seg
+            for cam in scope.cameras
+            for seg in self._index.segments(cam, scope.start, scope.end)
+            if seg.end > scope.start and seg.start < scope.end
+        ]
+        return any(s.sealed for s in segs), any(not s.sealed for s in segs)
+
+    def _sealed_ranges(self, scope: d.Scope) -> tuple[d.SealedRange, ...]:
+        """The ranges of ``scope`` (per camera, clipped to it) its sealed segments cover,
+        segments less than :data:`~homewarden.services.evidence.SEALED_MERGE_SECONDS` apart
+        merged: what a search warrant over a mix withholds
+        (:func:`homewarden.services.evidence.sealed_ranges`, which the package's manifest
+        lists)."""
+        out: list[d.SealedRange] = []
+        for cam in scope.cameras:
+            segs = self._index.segments(cam, scope.start, scope.end)
+            spans = sealed_ranges(segs, scope.start, scope.end)
+            out += [d.SealedRange(cam, a, b) for a, b in spans]
+        return tuple(out)
 
     def _package(
         self,
@@ -1396,11 +1500,14 @@ class DisclosureService:
         *,
         keys: KeySource | None = None,
         actor: Actor | None = None,
+        skip_sealed: bool = False,
     ) -> str:
         """Write the package of a decided request; returns its zip's name in
         :attr:`packages_dir` (or ``none`` when no footage exists in the scope). ``keys``
         open sealed segments (see :meth:`fulfil_with_keys`; ``actor`` is whose they are);
-        without them sealed footage in scope is KeysLockedError."""
+        without them sealed footage in scope is KeysLockedError. ``skip_sealed``: package
+        only the footage in the clear; the manifest lists the sealed ranges withheld
+        (:meth:`EvidenceService.export`)."""
         d.check_releasable(req)
         out = self.packages_dir
         out.mkdir(parents=True, exist_ok=True)
@@ -1433,6 +1540,7 @@ class DisclosureService:
                 request_id=req.id,
                 legal_basis=basis,
                 keys=keys,
+                skip_sealed=skip_sealed,
             )
         except NotFoundError as exc:
             log.info("request %s: %s; fulfilled with nothing to release", req.id, exc)
@@ -1593,6 +1701,11 @@ def _public_what(req: d.Request, t: d.Transition) -> str:
             return "released nothing (cannot produce content: the owner holds the keys)"
         if t.reason.startswith("package none "):
             return "released nothing"
+        if f" in part: {d.WITHHELD_IN_PART}" in t.reason:
+            return (
+                f"released {req.release} in part (cannot produce sealed content: "
+                "the owner holds the keys)"
+            )
         return f"released {req.release}"
     if t.action == "callback":
         return (

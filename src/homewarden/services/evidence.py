@@ -24,6 +24,11 @@ Steps (all inside ``<out>/<package id>.part/``; nothing is left behind on any fa
 5. the zip is written (``<package id>.zip.part``, renamed), then the folder is renamed into
    place.
 
+With ``skip_sealed`` (a search warrant over a scope recorded partly before sealing was turned
+on, issue 6) sealed segments are left out: the clips hold the footage in the clear, the sealed
+spans show as gaps in them, and the manifest lists each sealed range under
+``withheld_sealed`` (:func:`sealed_ranges`) with why: the owner holds the keys.
+
 Recorder clock offset: segment times are the recorder's wall clock, anchored at packet
 arrival (``homewarden.services.recorder``); the recorder does not measure its clock against a
 time source, so every file states offset 0 ms, "not measured", and the manifest says so.
@@ -73,6 +78,9 @@ CLOCK_NOTE = (
     "stated as 0 ms, not measured."
 )
 _CHUNK = 1 << 20
+#: Sealed segments closer than this (s) are one withheld range (segments of one recording
+#: meet end to start; the recorder's cut can leave a few ms between them).
+SEALED_MERGE_SECONDS = 1.0
 
 #: Progress callback: (what, done fraction 0..1).
 ProgressFn = Callable[[str, float], None]
@@ -82,8 +90,8 @@ ProgressFn = Callable[[str, float], None]
 class PackageResult:
     """A written package: ``folder`` and ``zip_path``, the ``package_id``, the
     ``manifest_sha256`` (hex), the released and withheld file names, the ``withheld_dir``
-    (None when nothing is withheld), and the audit entries' ``audit_indexes`` under a head of
-    ``tree_size``."""
+    (None when nothing is withheld), the audit entries' ``audit_indexes`` under a head of
+    ``tree_size``, and the sealed ranges left out (``withheld_sealed``, with ``skip_sealed``)."""
 
     folder: Path
     zip_path: Path
@@ -94,6 +102,7 @@ class PackageResult:
     withheld_dir: Path | None
     audit_indexes: tuple[int, ...]
     tree_size: int
+    withheld_sealed: tuple[pkg.WithheldRange, ...] = ()
 
 
 def sha256_file(path: Path) -> tuple[bytes, int]:
@@ -112,6 +121,24 @@ def sha256_file(path: Path) -> tuple[bytes, int]:
     except OSError as exc:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return h.digest(), size
+
+
+def sealed_ranges(
+    segments: Sequence[SegmentRecord], start: float, end: float
+) -> list[tuple[float, float]]:
+    """The spans of ``[start, end]`` (UTC epoch s) the sealed ``segments`` of one camera
+    cover, clipped to it, in time order; segments less than :data:`SEALED_MERGE_SECONDS`
+    apart are one span."""
+    spans: list[tuple[float, float]] = []
+    for seg in sorted((s for s in segments if s.sealed), key=lambda s: s.start):
+        a, b = max(start, seg.start), min(end, seg.end)
+        if b <= a:
+            continue
+        if spans and a - spans[-1][1] < SEALED_MERGE_SECONDS:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], b))
+        else:
+            spans.append((a, b))
+    return spans
 
 
 def _stamp(ts: float) -> str:
@@ -156,6 +183,7 @@ class EvidenceService:
         detect_every: int = DETECT_EVERY,
         progress: ProgressFn | None = None,
         keys: KeySource | None = None,
+        skip_sealed: bool = False,
     ) -> PackageResult:
         """Write the evidence package of ``cameras`` over ``[start, end]`` (UTC epoch s)
         into ``out_dir`` as ``<id>/`` and ``<id>.zip``.
@@ -163,6 +191,13 @@ class EvidenceService:
         ``keys``: the household keys of the owner's unlocked session, which open sealed
         segments (``storage.sealed``; :mod:`homewarden.services.sealed_footage`) in memory;
         without them a scope holding sealed footage is :class:`KeysLockedError`.
+
+        ``skip_sealed``: leave sealed segments out instead (no key is used): the package holds
+        the footage in the clear and its manifest lists the sealed ranges left out
+        (``withheld_sealed``, :func:`sealed_ranges`; also
+        :attr:`PackageResult.withheld_sealed`), "the owner holds the keys" - how a search
+        warrant over a scope recorded partly before sealing was turned on is answered
+        (issue 6). With nothing in the clear it is :class:`NotFoundError`.
 
         ``request_id``/``legal_basis``: the disclosure request being fulfilled (its id is the
         package id); without one this is an owner's export, id ``export-<UTC>-<random>``.
@@ -208,6 +243,7 @@ class EvidenceService:
                 actor=actor, reason=reason, redact=redact, request_id=request_id,
                 legal_basis=legal_basis, max_file_seconds=max_file_seconds,
                 detect_every=detect_every, progress=progress, now=now, keys=keys,
+                skip_sealed=skip_sealed,
             )  # fmt: skip
         except BaseException:
             for p in (work, held_part):
@@ -273,13 +309,23 @@ class EvidenceService:
         progress: ProgressFn | None,
         now: float,
         keys: KeySource | None = None,
+        skip_sealed: bool = False,
     ) -> PackageResult:
         clips = work / pkg.CLIPS_DIR
         clips.mkdir()
         media = self._settings.media_dir
         made: list[tuple[str, str, float, float, list[tuple[float, float]]]] = []
+        withheld_sealed: list[pkg.WithheldRange] = []
         for cam in cams:
             segs = self._index.segments(cam, start, end)
+            if skip_sealed:
+                withheld_sealed += [
+                    pkg.WithheldRange(
+                        cam, epoch_ms(a, rounding="floor"), epoch_ms(b, rounding="ceil")
+                    )
+                    for a, b in sealed_ranges(segs, start, end)
+                ]
+                segs = [s for s in segs if not s.sealed]
             parts = [(media / s.path, s.start) for s in segs]
             sealed = {media / s.path: s for s in segs if s.sealed}
 
@@ -347,7 +393,7 @@ class EvidenceService:
             }
             if progress:
                 progress(f"redacted {rname}", (i + 1) / len(made))
-        readme_bytes = _readme(package_id, redact).encode("utf-8")
+        readme_bytes = _readme(package_id, redact, withheld_sealed).encode("utf-8")
         (work / pkg.README).write_bytes(readme_bytes)
         self._audit.ensure_key()
         # The public key is only known once signed; sign a draft to learn it (cheap), then
@@ -373,6 +419,7 @@ class EvidenceService:
             key_id=hashlib.sha256(public_raw).hexdigest(),
             clock_note=CLOCK_NOTE,
             redaction=redaction,
+            withheld_sealed=tuple(withheld_sealed),
         )
         manifest_raw = pkg.manifest_bytes(manifest)
         signature, signer = self._audit.sign_manifest(manifest_raw)
@@ -443,6 +490,7 @@ class EvidenceService:
             withheld_dir=withheld_dir if withheld else None,
             audit_indexes=tuple(indexes),
             tree_size=head.tree_size,
+            withheld_sealed=tuple(withheld_sealed),
         )
 
 
@@ -470,16 +518,30 @@ def _fsync_tree(root: Path) -> None:
         raise StorageError(f"cannot flush {root}: {exc.strerror or exc}") from exc
 
 
-def _readme(package_id: str, redacted: bool) -> str:
+def _readme(
+    package_id: str, redacted: bool, withheld_sealed: Sequence[pkg.WithheldRange] = ()
+) -> str:
     what = (
         "redacted copies of the footage (faces blurred, privacy masks filled, audio removed); "
         "the originals they were made from are withheld, but their SHA-256 hashes are listed"
         if redacted
         else "the original footage, remuxed from the recordings without re-encoding"
     )
+    sealed = ""
+    if withheld_sealed:
+        listed = "".join(
+            f"\n  {w.camera}: {pkg.iso_ms(w.start_ms)} to {pkg.iso_ms(w.end_ms)}"
+            for w in withheld_sealed
+        )
+        sealed = (
+            "\n\nIt holds only the footage of the scope recorded in the clear. The footage of "
+            "these ranges is sealed at rest to keys only the household holds and is not in "
+            "the package: the provider cannot produce this content; the owner holds the keys "
+            f'(manifest.json, "withheld_sealed"; the clips show these spans as gaps):{listed}'
+        )
     return f"""HomeWarden evidence package {package_id}
 
-This package holds {what}.
+This package holds {what}.{sealed}
 
   manifest.json  what is here and why: scope, cameras, and for every file its SHA-256,
                  size, start and end time (UTC) and whether it was released

@@ -26,7 +26,14 @@ snapshot served is an entry of the audit log (snapshots at most one per viewer, 
 :data:`SNAPSHOT_AUDIT_SECONDS`, so a page refreshing every 2 s does not flood the log).
 
 Sealed footage (``storage.sealed``, DESIGN.md flow 8, issue 6): the segment being recorded is
-plaintext on disk for its ~10 s (the recorder seals it when it closes), so reading it needs no
+plaintext for its ~10 s (the recorder seals it when it closes), written to a private
+directory on the memory file system, ``<memory root>/homewarden-<uid>-<hash>/live/<camera>/
+<start>.mp4.part`` (:func:`homewarden.services.recorder.live_parts_dir`; never on the disk),
+where this process finds it by the same deterministic name when the recorder runs on this
+machine (a thread, a worker process, a ``--role recorder`` node); a recorder on another
+machine writes it to that machine's memory, so its live view is offline here (the latest
+frame then comes from its newest sealed segment). A recorder without a usable memory file
+system writes it to the media dir as before, so both places are followed. Reading it needs no
 key. The live view and the latest frame therefore check the viewer's keys themselves
 (:meth:`LiveService.require_keys`), by the rule playback follows: the viewer's session must
 hold the household's *current* key version unlocked in this process, the version the footage
@@ -67,6 +74,7 @@ from homewarden.errors import (
 )
 from homewarden.media import fmp4
 from homewarden.services.audit import AuditLog
+from homewarden.services.recorder import live_parts_dir
 from homewarden.services.sealed_footage import (
     SIGN_IN_AGAIN,
     KeySource,
@@ -75,6 +83,7 @@ from homewarden.services.sealed_footage import (
     open_sealed_segment,
 )
 from homewarden.store.index import Index
+from homewarden.store.memory_dir import memory_root
 from homewarden.store.records import SegmentRecord
 from homewarden.timefmt import utc_text
 
@@ -349,6 +358,7 @@ class LiveService:
         self._clock = clock
         self._audit = audit
         self.media_dir = self._settings.media_dir
+        self._memory_root = memory_root()  # where sealed recorders write, if on this machine
         self._snap_lock = threading.Lock()
         self._snap_logged: dict[tuple[str, str, str], float] = {}
         self._jpeg_cache: dict[str, tuple[tuple[Path, int, int], tuple[bytes, float]]] = {}
@@ -487,9 +497,10 @@ class LiveService:
     ) -> tuple[Path, float] | None:
         """The newest ``.part`` file of ``camera`` (path, start) that starts after ``after``;
         with ``fresh``, only one written to within :data:`FRESH_SECONDS`. Looks only in the
-        two newest hour directories (a segment may have begun in the previous hour)."""
+        two newest hour directories (a segment may have begun in the previous hour), and
+        under ``storage.sealed`` in the camera's directory on the memory file system."""
         best: tuple[Path, float] | None = None
-        for hour_dir in self._newest_hour_dirs(camera, 2):
+        for hour_dir in self._part_dirs(camera):
             try:
                 names = os.listdir(hour_dir)
             except OSError:
@@ -507,6 +518,17 @@ class LiveService:
             except OSError:
                 return None
         return best
+
+    def _part_dirs(self, camera: str) -> list[Path]:
+        dirs = self._newest_hour_dirs(camera, 2)
+        root = self._memory_root
+        if root is None or not self._settings.storage.sealed:
+            return dirs
+        try:
+            memory = live_parts_dir(root, self.media_dir, camera, create=False)
+        except StorageError:
+            return dirs  # not this user's private directory: never read from it
+        return dirs if memory is None else [memory, *dirs]
 
     def _newest_hour_dirs(self, camera: str, count: int) -> list[Path]:
         found: list[Path] = []

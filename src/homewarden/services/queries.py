@@ -75,6 +75,7 @@ from homewarden.services.sealed_footage import (
     open_sealed_snapshot,
 )
 from homewarden.store.index import Index
+from homewarden.store.memory_dir import SHM_DIR, memory_root
 from homewarden.store.records import EventRecord, GapRecord, SegmentRecord
 from homewarden.timefmt import utc_text
 
@@ -404,7 +405,7 @@ SEALED_CLIP_CACHE_BYTES = 256 * 1024 * 1024
 MEMORY_CLIP_PREFIX = "homewarden-clip-"
 #: A memory-backed file system (tmpfs on Linux) clips of sealed footage are composed in:
 #: FFmpeg's ``faststart`` pass rereads its output by name, so it needs a path.
-MEMORY_DIR = Path("/dev/shm")  # noqa: S108 (private 0700 mkdtemp dirs only)
+MEMORY_DIR = SHM_DIR  # the first choice of memory_root(); $XDG_RUNTIME_DIR the second
 #: Bytes :meth:`Queries.clip_chunks` yields at a time.
 CLIP_CHUNK_BYTES = 256 * 1024
 
@@ -1052,12 +1053,13 @@ class Queries:
         """Compose in a private directory (0700) of :data:`MEMORY_DIR`, read the clip into
         memory and remove the directory at once. Without a writable :data:`MEMORY_DIR`
         (not Linux) the private directory is made in the clip cache dir, as before."""
-        parent = MEMORY_DIR if MEMORY_DIR.is_dir() and os.access(MEMORY_DIR, os.W_OK) else None
+        memory = memory_root()  # /dev/shm or $XDG_RUNTIME_DIR, on tmpfs (store.memory_dir)
+        parent = memory
         try:
             if parent is None:
                 self._clip_dir.mkdir(parents=True, exist_ok=True)
                 parent = self._clip_dir
-            if parent is MEMORY_DIR:
+            if parent is memory:
                 _remove_stale_dirs(parent, MEMORY_CLIP_PREFIX)
                 prefix = MEMORY_CLIP_PREFIX
             else:
@@ -1285,7 +1287,9 @@ class Queries:
 
     def health(self) -> HealthView:
         """Health of the recorder: ``"ok"`` only when every enabled camera is connected, no
-        gap is open or ended in the last :data:`RECENT_GAP_SECONDS`, and the disk holding the
+        gap is open or ended in the last :data:`RECENT_GAP_SECONDS`, under ``storage.sealed``
+        a memory file system takes the segment being recorded (else it is plaintext on the
+        disk: :mod:`homewarden.store.memory_dir`), and the disk holding the
         media has at least ``storage.min_free_bytes`` free (the emergency guard's floor);
         ``"degraded"`` otherwise, with one reason per problem. No enabled camera at all is
         degraded too: nothing is being recorded.
@@ -1312,6 +1316,11 @@ class Queries:
             reasons.append(f"camera {name!r} is not connected ({why})")
         if not enabled:
             reasons.append("no camera is enabled")
+        elif self._settings.storage.sealed and memory_root() is None:
+            reasons.append(
+                "sealed footage: no memory file system (/dev/shm or $XDG_RUNTIME_DIR on tmpfs) "
+                "is usable, so the segment being recorded is plaintext in the media dir"
+            )
         gaps_open = 0
         recent: dict[str, list[GapRecord]] = {}
         for gap in self._index.gaps(None, now - RECENT_GAP_SECONDS, None):

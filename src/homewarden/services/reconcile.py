@@ -20,7 +20,12 @@ Sealed footage (``storage.sealed``, :mod:`homewarden.services.sealed_footage`): 
 footage is lost: plaintext must not stay on disk, and salvaging it would leave it readable
 without the household key). A ``<start>.hwseal.part`` (sealing cut short) is deleted whether
 or not sealing is on. A complete ``<start>.hwseal`` without a row cannot be probed without
-the household key, so it is left in place, logged and counted in ``skipped``.
+the household key, so it is left in place, logged and counted in ``skipped``. Under sealing
+the recorder writes the segment in progress to the memory file system, not the media dir
+(:func:`homewarden.services.recorder.live_parts_dir`): a ``.part`` a crash left there (the
+machine kept running) is deleted too, sealing on or off, and counted in ``parts_removed``; its
+footage is lost as for any sealed ``.part``, and the recorder's next start records the hole
+as a ``not_recording`` gap. A power cut leaves nothing there to delete.
 
 Must run before any recorder starts: a recorder's ``.part`` in progress would look orphaned.
 With ``cameras`` it touches only those cameras' rows and files, so it may run while other
@@ -39,9 +44,11 @@ from pathlib import Path
 
 from homewarden.errors import CorruptSegmentError, DatabaseError, HomeWardenError
 from homewarden.media.probe import SegmentProbe, probe_segment, salvage_segment
+from homewarden.services.recorder import LIVE_DIR, live_parts_dir
 from homewarden.services.retention import segment_file
 from homewarden.services.sealed_footage import SEALED_SUFFIX
 from homewarden.store.index import Index
+from homewarden.store.memory_dir import deployment_dir, memory_root
 from homewarden.store.records import NewSegment
 
 log = logging.getLogger(__name__)
@@ -223,6 +230,37 @@ class _Reconciler:
         log.warning("reconcile: %s is unplayable; moved to %s", relative, target)
         self.counts["files_quarantined"] += 1
 
+    def memory_parts(self) -> None:
+        """Delete the segments in progress a crash left on the memory file system (see the
+        module docstring); a squatted directory there is logged and left alone."""
+        root = memory_root()
+        if root is None:
+            return
+        live = deployment_dir(root, self.media_dir) / LIVE_DIR
+        try:
+            cameras = sorted(os.listdir(live)) if self.cameras is None else sorted(self.cameras)
+        except OSError:
+            return  # nothing was ever recorded there
+        for camera in cameras:
+            try:
+                parts = live_parts_dir(root, self.media_dir, camera, create=False)
+                names = [] if parts is None else sorted(os.listdir(parts))
+            except (OSError, HomeWardenError) as exc:
+                log.warning("reconcile: cannot look at %s/%s: %s", live, camera, exc)
+                self.counts["skipped"] += 1
+                continue
+            for name in names:
+                assert parts is not None
+                file = parts / name
+                try:
+                    file.unlink()
+                except OSError as exc:
+                    log.warning("reconcile: cannot remove %s: %s", file, exc)
+                    self.counts["skipped"] += 1
+                    continue
+                log.info("reconcile: removed %s (a segment in progress, never sealed)", file)
+                self.counts["parts_removed"] += 1
+
     def close_open(self) -> None:
         last: dict[str, float | None] = {}
 
@@ -253,7 +291,9 @@ def reconcile(
     (their rows, their ``media/<camera>/`` files, their open gaps and events); None: all.
     One file that cannot be handled (permission, I/O error) is logged and counted in
     ``skipped``; it never stops the others. ``sealed`` (``storage.sealed``): leftover
-    plaintext ``.part`` files are deleted, never adopted (see the module docstring).
+    plaintext ``.part`` files are deleted, never adopted (see the module docstring). Leftover
+    segments in progress on the memory file system (the recorder's under sealing) are
+    deleted in any case.
 
     Raises:
         DatabaseError: the index cannot be read or written.
@@ -268,6 +308,7 @@ def reconcile(
         except (OSError, HomeWardenError) as exc:
             log.warning("reconcile: cannot handle %s: %s", file, exc)
             r.counts["skipped"] += 1
+    r.memory_parts()
     r.close_open()
     report = ReconcileReport(**r.counts)
     if report != ReconcileReport():

@@ -33,6 +33,25 @@ Per connection (DESIGN.md flows 1-2, issue 2 "Sources", "Recording", "Motion sen
    event closes after ``post_capture`` quiet seconds. The event start is refined by decoding
    the previous GOP (kept as packets) with a second decoder and finding the first frame that
    differs from the background.
+6. Sealed footage (``storage.sealed``, DESIGN.md flow 8, issue 6): the segment in progress is
+   plaintext fragmented MP4 (the live view follows it as it grows,
+   :mod:`homewarden.services.live`), so it is written to a private directory on a memory file
+   system, never to the disk: ``<memory root>/homewarden-<uid>-<hash of the media
+   dir>/live/<camera>/<start>.mp4.part`` (:func:`live_parts_dir`; the memory root is
+   ``/dev/shm``, else ``$XDG_RUNTIME_DIR``, see :mod:`homewarden.store.memory_dir`). The name
+   is deterministic, so the live view of the web process finds the segments that recorder
+   worker processes and ``--role recorder`` nodes on the same machine write; one on another
+   machine is not found (its plaintext would have to cross to the shared disk). When the
+   segment closes it is sealed from there into ``media/<...>/<start>.hwseal`` and the
+   plaintext deleted at once. Memory: every recording camera's segment in progress, up to
+   ``segment_seconds`` x bitrate each (10 s at 4 Mbit/s is 5 MB; 16 such cameras ~80 MB of
+   ``tmpfs``, which counts as shared memory). A full memory file system is a storage error
+   like a full disk: the segment is lost, an outage gap recorded, and the recorder retries
+   with back-off. Without a usable memory file system (not Linux, a container without
+   ``/dev/shm``, a squatted directory) the ``.part`` stays in the media dir as before, with
+   one warning per process. Start-up reconciliation deletes a ``.part`` a crash left there
+   (:mod:`homewarden.services.reconcile`). With sealing off nothing of this applies: the
+   ``.part`` is in the media dir, where a crash keeps it for reconciliation to adopt.
 """
 
 from __future__ import annotations
@@ -65,6 +84,12 @@ from homewarden.media.source import Source, open_source
 from homewarden.services.sealed_footage import SegmentSealing, seal_segment_file, seal_snapshot
 from homewarden.services.snapshot_tap import PROCESS_TAP, SnapshotTap
 from homewarden.store.index import Index, SegmentGuard
+from homewarden.store.memory_dir import (
+    deployment_dir,
+    memory_root,
+    private_dir,
+    remove_empty,
+)
 from homewarden.store.records import NewSegment
 from homewarden.timefmt import utc_text
 
@@ -160,6 +185,53 @@ def segment_relpath(camera: str, start: float) -> str:
     return f"{camera}/{when:%Y-%m-%d}/{when:%H}/{start:.3f}.mp4"
 
 
+#: Directory of the segments in progress under a deployment's memory directory (sealed).
+LIVE_DIR = "live"
+#: What a full memory file system is called in errors.
+MEMORY_MEDIUM = "memory file system"
+_warned_media_dirs: set[Path] = set()  # media dirs whose fallback to the disk was logged
+
+
+def live_parts_dir(root: Path, media_dir: Path, camera: str, *, create: bool) -> Path | None:
+    """The private directory (0700) of ``camera``'s segments in progress under sealing, on the
+    memory file system ``root``: ``root/homewarden-<uid>-<hash of media_dir>/live/<camera>``
+    (see the module docstring, step 6). With ``create`` the missing levels are made; without,
+    None when it does not exist yet.
+
+    Raises:
+        StorageError: a level is not this user's private directory (squatted), or cannot be
+            made.
+    """
+    name = deployment_dir(root, media_dir).name
+    return private_dir(root, name, LIVE_DIR, camera, create=create)
+
+
+def _memory_root_for(camera: str, media_dir: Path) -> Path | None:
+    """:func:`~homewarden.store.memory_dir.memory_root`, checked by making ``camera``'s
+    directory (removed again: it is made for each segment); None (logged once per media dir
+    and process) when there is none usable."""
+    root = memory_root()
+    why = "no memory file system (/dev/shm or $XDG_RUNTIME_DIR on tmpfs) is usable"
+    if root is not None:
+        try:
+            parts = live_parts_dir(root, media_dir, camera, create=True)
+        except StorageError as exc:
+            why = str(exc)
+        else:
+            assert parts is not None  # made with create
+            remove_empty(parts, up_to=root)  # a recorder never started leaves nothing
+            return root
+    if media_dir not in _warned_media_dirs:
+        _warned_media_dirs.add(media_dir)
+        log.warning(
+            "sealed footage: %s; the segment being recorded is written in the clear to the "
+            "media dir %s until it closes and is sealed",
+            why,
+            media_dir,
+        )
+    return None
+
+
 class _Stop(Exception):
     """Internal: the recorder was asked to stop."""
 
@@ -187,10 +259,15 @@ class CameraRecorder:
             ``.part`` (the live view tails it), sealed to the household's current public key
             when it closes, and indexed as sealed; the plaintext is then deleted. None: plain
             ``.mp4`` segments. Event snapshots are sealed too
-            (``<camera>/<event_id>.jpg.hwseal``), from memory.
+            (``<camera>/<event_id>.jpg.hwseal``), from memory. The ``.part`` is on the
+            memory file system (see the module docstring, step 6).
         snapshot_tap: where a sealed snapshot's JPEG is offered from memory to this
             process's MQTT bridge (``mqtt.snapshots``; :mod:`homewarden.services.snapshot_tap`);
             default the process's own.
+        memory_dir: with ``sealing``, the memory file system the segment in progress is
+            written to (under :func:`live_parts_dir`); default the one
+            :func:`~homewarden.store.memory_dir.memory_root` finds, else the media dir
+            (logged). Ignored without ``sealing``.
     """
 
     def __init__(
@@ -205,9 +282,13 @@ class CameraRecorder:
         segment_guard: SegmentGuard | None = None,
         sealing: SegmentSealing | None = None,
         snapshot_tap: SnapshotTap = PROCESS_TAP,
+        memory_dir: Path | None = None,
     ) -> None:
         self.name = name
         self.sealing = sealing
+        self.memory_dir: Path | None = None  # where the sealed segment in progress goes
+        if sealing is not None:
+            self.memory_dir = memory_dir or _memory_root_for(name, media_dir)
         self._snapshot_tap = snapshot_tap
         self._segment_guard = segment_guard
         self.cam = cam
@@ -364,6 +445,7 @@ class CameraRecorder:
                 self._state = "failed"
                 self._last_error = f"internal error: {exc}"
         finally:
+            self._remove_live_dir()
             self._finish_event(self.clock() if self._footage_end is None else self._footage_end)
             if self._stop.is_set():
                 self._close_gap(self.clock())
@@ -373,6 +455,20 @@ class CameraRecorder:
                 self._next_retry_at = None
                 if self._mode != "off":
                     self._mode = "keyframes"
+
+    def _remove_live_dir(self) -> None:
+        """Remove this camera's directory of segments in progress from the memory file
+        system when the thread ends (empty by then: the last segment was sealed or lost),
+        and the deployment's directories above it once no other camera uses them."""
+        root = self.memory_dir
+        if root is None:
+            return
+        try:
+            parts = live_parts_dir(root, self.media_dir, self.name, create=False)
+        except StorageError:
+            return
+        if parts is not None:
+            remove_empty(parts, up_to=root)
 
     def _failed(self, exc: HomeWardenError) -> bool:
         """Record a failed or lost connection: status, one log line, a gap.
@@ -739,8 +835,21 @@ class _Connection:
     # -- segments ------------------------------------------------------------------------
 
     def _open_segment(self, t: float) -> None:
-        rel = segment_relpath(self.rec.name, t)
-        self.writer = SegmentWriter(self.rec.media_dir / rel, self.source.video, self.source.audio)
+        rec = self.rec
+        rel = segment_relpath(rec.name, t)
+        final = rec.media_dir / rel
+        if rec.memory_dir is None:
+            self.writer = SegmentWriter(final, self.source.video, self.source.audio)
+        else:  # sealed: the plaintext in progress only ever on the memory file system
+            parts = live_parts_dir(rec.memory_dir, rec.media_dir, rec.name, create=True)
+            assert parts is not None  # made with create
+            self.writer = SegmentWriter(
+                final,
+                self.source.video,
+                self.source.audio,
+                part_path=parts / (final.name + ".part"),
+                medium=MEMORY_MEDIUM,
+            )
         self.seg_rel = rel
         self.seg_start = t
         self.seg_end = t

@@ -520,9 +520,13 @@ class Runtime:
             self._index, self._audit, self._base, apply=self.apply_cameras, clock=self._clock
         )
         self._accounts = AccountService(self._index, self._audit, self._holder, clock=self._clock)
-        # Household keys: logins unlock them; each household gets its first key at once.
+        # Household keys: logins unlock them; each household gets its first key at once, on
+        # a recorder node too: sealed footage (the default) needs its household's public key
+        # before a segment can be closed, whichever node starts first.
         self._keys = attach(self._accounts, self._index, self._audit, s.keys_dir, clock=self._clock)
         secret = self._accounts.bootstrap_owner() if serves else None
+        if not serves:
+            self._accounts.ensure_households()
         if serves:
             self._start_disclosure()
         s = self._cameras.load()  # the effective cameras, before any recorder starts

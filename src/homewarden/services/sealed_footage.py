@@ -1,7 +1,9 @@
 """Footage sealed at rest (DESIGN.md flow 8; issue 6, step 3), behind ``storage.sealed``.
 
 Writing. The recorder writes each segment as before, as fragmented MP4 to the plaintext
-``<start>.mp4.part`` (the live view tails it while it grows), and when the segment closes
+``<start>.mp4.part`` (the live view tails it while it grows), in a private directory on the
+memory file system, never on the disk (:func:`homewarden.services.recorder.live_parts_dir`;
+the media dir only where no memory file system is usable), and when the segment closes
 :func:`seal_segment_file` seals it to the household's current public key
 (:meth:`RecordingKeySource.recording_key`: no secret needed, so the recorder can write but
 not read) into ``<start>.hwseal`` (written atomically through
@@ -12,7 +14,8 @@ so a file renamed, moved or swapped with another does not open. The index record
 ``sealed`` and the key id (migration 0009). If sealing fails the plaintext is deleted all
 the same and the segment is lost (the recorder records the outage as a gap): plaintext
 never stays on disk after its segment closes. After a crash, start-up reconciliation
-deletes a leftover plaintext ``.part`` when sealing is on (``services.reconcile``).
+deletes a leftover plaintext ``.part`` (in memory, or in the media dir when sealing is on;
+``services.reconcile``).
 
 Why seal on close rather than while writing: the live view follows the plaintext ``.part``
 as it grows (sealed chunks would reach it a whole 256 KiB chunk late), and sealing the
@@ -21,7 +24,8 @@ finished file costs one read of it (still in the page cache), the cipher and an 
 the run's noise between a plain and a sealed recorder side by side (ratio 0.88-0.94), so
 sealing while writing (a PyAV output to a file object feeding the sealer) would save
 nothing worth losing the live view's tail for. The plaintext of the segment being recorded
-is on disk for its ~10 s (the recorder holds it in any case); never after it closes.
+is in memory for its ~10 s (the recorder holds it in any case); never after it closes, and
+never on the disk.
 
 Reading. :func:`open_sealed_segment` opens a sealed segment with the household key version
 it is sealed to, as unlocked for the requesting session (:class:`SessionKeys` over

@@ -168,6 +168,10 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
             ring.enable_escrow(_owner_session(who, session), actor)
         else:
             ring.disable_escrow(who, actor)
+            if ctx.disclosure is not None and who.household is not None:
+                # Emergencies waiting for custodians' shares can no longer be opened: answer
+                # them now rather than at the scheduler's next pass.
+                ctx.disclosure.answer_escrow_off(who.household)
         assert who.household is not None
         unlocked = session is not None and ring.is_unlocked(session)
         return KeysAnswer(status=ring.status(who.household), unlocked=unlocked)

@@ -42,7 +42,15 @@
     });
   }
   function problem(resp) {
-    if (resp.status === 401) { return Promise.resolve("signed out: reload the page to sign in again"); }
+    if (resp.status === 401) {
+      // A live session whose household keys are not unlocked here (a restart, another web
+      // node) answers keys-locked: reloading keeps the session, signing in again unlocks.
+      return resp.json().then(function (p) {
+        return /keys-locked$/.test(p.type || "")
+          ? "footage locked: sign out and sign in again with your password to unlock it"
+          : "signed out: reload the page to sign in again";
+      }, function () { return "signed out: reload the page to sign in again"; });
+    }
     return resp.json().then(function (p) { return p.detail || resp.statusText; },
                             function () { return resp.statusText || ("error " + resp.status); });
   }
