@@ -4,7 +4,7 @@ Issue 2 ("Speed"): one 1280x720, 30 fps, GOP 2 s H.264 camera of a quiet scene f
 camera is a paced ``file:`` source (real time, looped) of the clip made by
 ``homewarden.media.transcode.make_quiet_720p_clip`` from a real vtest.avi frame.
 
-Three child processes, each a fresh interpreter, play the same clip at real time for the same
+Four child processes, each a fresh interpreter, play the same clip at real time for the same
 seconds:
 
 * ``baseline`` - what a decode-everything recorder (Frigate) spends before its detector: decode
@@ -13,7 +13,10 @@ seconds:
   input of its default SSD model);
 * ``homewarden`` - a :class:`~homewarden.services.recorder.CameraRecorder` with default
   settings (motion on: keyframes decoded while quiet), segments written and indexed in SQLite;
-* ``remux`` - the same with motion off: the pure record-and-index cost (breakdown).
+* ``remux`` - the same with motion off: the pure record-and-index cost (breakdown);
+* ``sealed`` - ``homewarden`` with each segment sealed at rest when it closes (issue 6,
+  ``storage.sealed``, the default): its CPU over ``homewarden``'s is sealing's cost (issue 6
+  target <= 1.05; ``--no-sealed`` skips it).
 
 Each child measures its own CPU time (user + sys, all threads, ``getrusage(RUSAGE_SELF)``) from
 just before the camera starts to just after it stopped, so interpreter start-up and imports do
@@ -59,12 +62,15 @@ TARGET_RATIO = 0.15
 #: The detector input of the baseline: Frigate's default detect rate and SSD model input size.
 DETECT_FPS = 5.0
 DETECT_SIZE = (320, 320)
-ROLES = ("baseline", "homewarden", "remux")
+ROLES = ("baseline", "homewarden", "remux", "sealed")
 _LABELS = {
     "baseline": "baseline: decode all, 5 fps -> 320x320 RGB",
     "homewarden": "HomeWarden: record + sense motion",
     "remux": "HomeWarden, motion off: record only",
+    "sealed": "HomeWarden, footage sealed at rest",
 }
+#: Issue 6 ("Speed"): sealing may add at most 5 % to the recorder's CPU.
+SEALED_TARGET_RATIO = 1.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +78,7 @@ class ChildRun:
     """One measured child.
 
     Attributes:
-        role: ``baseline``, ``homewarden`` or ``remux``.
+        role: ``baseline``, ``homewarden``, ``remux`` or ``sealed``.
         cpu: CPU seconds (user + sys, all threads) of the measured work.
         user, sys: its parts.
         wall: wall-clock seconds of the measured work.
@@ -110,6 +116,15 @@ class IdleCost:
         """True when :attr:`ratio` meets :data:`TARGET_RATIO`."""
         return self.ratio <= TARGET_RATIO
 
+    @property
+    def sealed_ratio(self) -> float | None:
+        """The sealed recorder's CPU seconds / the plaintext one's (issue 6 target:
+        <= :data:`SEALED_TARGET_RATIO`), or None without the ``sealed`` child."""
+        if "sealed" not in self.runs:
+            return None
+        plain = self.runs["homewarden"].cpu
+        return self.runs["sealed"].cpu / plain if plain > 0 else math.inf
+
 
 def measure(
     clip: Path,
@@ -118,6 +133,7 @@ def measure(
     workdir: Path,
     concurrent: bool = True,
     breakdown: bool = True,
+    sealed: bool = True,
 ) -> IdleCost:
     """Run the baseline and HomeWarden (and, with ``breakdown``, motion off) on ``clip``.
 
@@ -127,6 +143,8 @@ def measure(
         workdir: an empty directory for the children's data, logs and results.
         concurrent: run the children at the same time (else one after another).
         breakdown: also run the ``remux`` child (motion off).
+        sealed: also run the ``sealed`` child: the same recorder sealing each segment to a
+            household public key when it closes (``storage.sealed``, the default).
 
     Returns:
         The measured :class:`IdleCost`.
@@ -134,7 +152,7 @@ def measure(
     Raises:
         MediaError: a child failed (the message holds the tail of its log).
     """
-    roles = [r for r in ROLES if breakdown or r != "remux"]
+    roles = [r for r in ROLES if (breakdown or r != "remux") and (sealed or r != "sealed")]
     machine = MachineLoad().start()
     runs: dict[str, ChildRun] = {}
     if concurrent:
@@ -176,6 +194,16 @@ def _finish(role: str, reaped: Reaped | None, result: Path, log: Path) -> ChildR
 
 # --------------------------------------------------------------------------------------------
 # children
+
+
+class _RunKey:
+    """The household public key of a key pair made for one run (no key store needed)."""
+
+    def __init__(self, pair: Any) -> None:
+        self._pair = pair
+
+    def recording_key(self, household: str) -> tuple[Any, Any]:
+        return self._pair.key_id, self._pair.public
 
 
 def _child_baseline(clip: Path, seconds: float) -> dict[str, Any]:
@@ -233,16 +261,25 @@ def _child_baseline(clip: Path, seconds: float) -> dict[str, Any]:
     }
 
 
-def _child_homewarden(clip: Path, seconds: float, workdir: Path, motion: bool) -> dict[str, Any]:
-    """Record ``clip`` as a looping ``file:`` camera with a CameraRecorder for ``seconds``."""
+def _child_homewarden(
+    clip: Path, seconds: float, workdir: Path, motion: bool, sealed: bool = False
+) -> dict[str, Any]:
+    """Record ``clip`` as a looping ``file:`` camera with a CameraRecorder for ``seconds``;
+    with ``sealed``, each segment is sealed when it closes to a household key made for the
+    run (the recorder holds only its public half, as in a deployment)."""
     from homewarden.config import CameraSettings, MotionSettings
+    from homewarden.crypto.household_keys import generate_household_key
     from homewarden.services.recorder import CameraRecorder
+    from homewarden.services.sealed_footage import SegmentSealing
     from homewarden.store.index import Index
 
     index = Index(f"sqlite:///{workdir / 'homewarden.db'}")
     index.migrate()
     cam = CameraSettings(url=f"file:{clip}", loop=True, motion=MotionSettings(enabled=motion))
-    rec = CameraRecorder("bench", cam, workdir / "media", workdir / "snapshots", index)
+    sealing = SegmentSealing("home", _RunKey(generate_household_key())) if sealed else None
+    rec = CameraRecorder(
+        "bench", cam, workdir / "media", workdir / "snapshots", index, sealing=sealing
+    )
     cpu0, wall0 = self_cpu(), time.monotonic()
     rec.start()
     time.sleep(max(0.0, wall0 + seconds - time.monotonic()))
@@ -258,6 +295,7 @@ def _child_homewarden(clip: Path, seconds: float, workdir: Path, motion: bool) -
         "details": {
             "stopped_cleanly": stopped,
             "segments": len(segments),
+            "sealed_segments": sum(1 for s in segments if s.sealed),
             "recorded_seconds": sum(s.duration for s in segments),
             "events": len(events),
             "decode_mode": status.decode_mode,
@@ -277,7 +315,13 @@ def _child_main(argv: list[str]) -> int:
     if args.child == "baseline":
         result = _child_baseline(args.clip, args.seconds)
     else:
-        result = _child_homewarden(args.clip, args.seconds, args.workdir, args.child != "remux")
+        result = _child_homewarden(
+            args.clip,
+            args.seconds,
+            args.workdir,
+            motion=args.child != "remux",
+            sealed=args.child == "sealed",
+        )
     args.result.write_text(json.dumps(result))
     return 0
 
@@ -313,6 +357,14 @@ def report(result: IdleCost, clip: Path) -> str:
             f"breakdown: record+index {remux:.2f} s ({remux / base.cpu:.3f} of baseline), "
             f"motion sensing {hw.cpu - remux:.2f} s ({(hw.cpu - remux) / base.cpu:.3f})"
         )
+    sealed_ratio = result.sealed_ratio
+    if sealed_ratio is not None:
+        lines.append(
+            f"sealing: sealed recorder / plaintext recorder {sealed_ratio:.3f}  (issue 6 target "
+            f"<= {SEALED_TARGET_RATIO}): "
+            + ("PASS" if sealed_ratio <= SEALED_TARGET_RATIO else "FAIL")
+            + f"; {result.runs['sealed'].details['sealed_segments']} segments sealed"
+        )
     lines.append(
         f"counted: baseline decoded {base.details['frames_decoded']} frames, "
         f"{base.details['detector_frames']} detector frames; HomeWarden wrote "
@@ -333,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, help="camera clip (default: the cached quiet clip)")
     parser.add_argument("--sequential", action="store_true", help="one child after another")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the motion-off run")
+    parser.add_argument("--no-sealed", action="store_true", help="skip the sealed recorder")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median ratio counts")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -348,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 workdir=Path(tmp),
                 concurrent=not args.sequential,
                 breakdown=not args.no_breakdown,
+                sealed=not args.no_sealed,
             )
         results.append(result)
         if args.repeat > 1:
@@ -372,6 +426,8 @@ def _as_json(result: IdleCost) -> dict[str, Any]:
         "ratio": result.ratio,
         "target": TARGET_RATIO,
         "passed": result.passed,
+        "sealed_ratio": result.sealed_ratio,
+        "sealed_target": SEALED_TARGET_RATIO,
         "runs": {k: vars_of(v) for k, v in result.runs.items()},
         "machine": result.machine,
     }

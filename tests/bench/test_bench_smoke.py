@@ -60,7 +60,7 @@ def test_motion_layout_bursts() -> None:
 
 def test_idle_cost_measures_every_child(tiny_clips: list[Path], tmp_path: Path) -> None:
     result = idle_cost.measure(tiny_clips[0], 2.0, workdir=tmp_path)
-    assert set(result.runs) == {"baseline", "homewarden", "remux"}
+    assert set(result.runs) == {"baseline", "homewarden", "remux", "sealed"}
     for run in result.runs.values():
         assert run.cpu == pytest.approx(run.user + run.sys)
         assert 0 < run.cpu <= run.whole_cpu  # the measured work is part of the child's life
@@ -72,10 +72,19 @@ def test_idle_cost_measures_every_child(tiny_clips: list[Path], tmp_path: Path) 
     assert abs(base.details["detector_frames"] - frames / 6) <= 1.5
     assert result.runs["homewarden"].details["segments"] >= 1
     assert result.runs["homewarden"].details["last_error"] is None
+    sealed = result.runs["sealed"].details
+    assert sealed["last_error"] is None
+    assert sealed["segments"] >= 1
+    assert sealed["sealed_segments"] == sealed["segments"]
+    assert result.runs["homewarden"].details["sealed_segments"] == 0
+    assert result.sealed_ratio == pytest.approx(
+        result.runs["sealed"].cpu / result.runs["homewarden"].cpu
+    )
     assert result.ratio == pytest.approx(result.runs["homewarden"].cpu / base.cpu)
     assert result.passed == (result.ratio <= idle_cost.TARGET_RATIO)
     text = idle_cost.report(result, tiny_clips[0])
     assert "ratio HomeWarden / baseline" in text
+    assert "sealing: sealed recorder / plaintext recorder" in text
     assert ("PASS" in text) != ("FAIL" in text)
 
 
