@@ -327,7 +327,12 @@ def _announce(runtime: Runtime, address: ApiAddress | None, demo: DemoOwner | No
         else:
             out.print(
                 f"Log in at {runtime.public_url()}/login as {demo.username!r} with the password "
-                "set earlier (forgotten? `homewarden user setup-link owner`)"
+                "set earlier"
+            )
+            out.print(
+                "Forgotten? Use the household recovery code to keep the footage: "
+                f"{RECOVERY_USE_HINT}. (`homewarden user setup-link owner "
+                "--yes-lose-footage-access` resets without it, losing the sealed footage.)"
             )
 
 
@@ -685,12 +690,18 @@ def _read_password_file(path: Path) -> str:
     anything but a regular file.
 
     Raises:
-        InvalidRequestError: the file's mode is too open, or it is empty.
+        InvalidRequestError: the file's mode is too open, it is a symlink, or it is empty.
         StorageError: it cannot be opened or read.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
+        if os.path.islink(path):  # O_NOFOLLOW's ELOOP ("Too many levels of symbolic links")
+            raise InvalidRequestError(
+                f"refusing password file {path}: it is a symbolic link, and symlinks are "
+                "refused because a link could point at a file others can read; give the path "
+                "of the file itself, a regular file only you can read (chmod 600)"
+            ) from exc
         raise StorageError(f"cannot read password file {path}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
@@ -979,15 +990,62 @@ def user_unlock(
     out.print(f"Unlocked {username!r}.")
 
 
+#: The ``POST /api/keys/recovery/use`` route (web/key_routes.py) an owner who forgot the
+#: password uses with the household recovery code, keeping the sealed footage.
+RECOVERY_USE_HINT = (
+    "POST /api/keys/recovery/use with JSON "
+    '{"username": ..., "recovery_code": ..., "new_password": ...} (CSRF double-submit: the '
+    "token from GET /api/csrf sent back as X-CSRF-Token)"
+)
+
+
+def _holds_household_keys(accounts: AccountService, user_id: int) -> bool:
+    """Whether ``user_id`` has a key pair holding seals of household keys (a reset through a
+    setup link drops them: :meth:`KeyRing.password_set`)."""
+    ring = accounts.keys
+    if not isinstance(ring, KeyRing):
+        return False
+    rec = ring.store.person(user_id)
+    return rec is not None and bool(ring.store.holder_seals(rec.id))
+
+
 @user_app.command("setup-link")
 def user_setup_link(
-    username: UsernameArg, config: ConfigOpt = None, data_dir: DataDirOpt = None, api: ApiOpt = None
+    username: UsernameArg,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    api: ApiOpt = None,
+    lose_footage_access: Annotated[
+        bool,
+        typer.Option(
+            "--yes-lose-footage-access",
+            help="For an owner holding household keys: reset anyway, losing access to the "
+            "footage sealed so far (use the recovery code instead to keep it).",
+        ),
+    ] = False,
 ) -> None:
     """Print a new one-time setup link for an account (a forgotten password or phone); pass
-    the running app's --api HOST:PORT when it is not the configured one."""
+    the running app's --api HOST:PORT when it is not the configured one. For an owner who
+    holds household keys it refuses (exit 2) without --yes-lose-footage-access: the reset
+    drops the owner's key pair, so sealed footage stays unreadable; the household recovery
+    code resets the password and keeps the keys."""
     settings = load_settings(config, data_dir=data_dir, api=api)
     with _accounts(settings) as accounts:
-        secret = accounts.new_setup_link(accounts.user_by_name(username).id, actor=_cli_actor())
+        user = accounts.user_by_name(username)
+        if user.role == Role.OWNER and _holds_household_keys(accounts, user.id):
+            err.print(
+                Text(
+                    f"warning: a reset of {username!r} through a setup link drops the owner's "
+                    "household keys: footage sealed so far becomes unreadable to them. To "
+                    "keep it, reset the password with the household recovery code instead: "
+                    f"{RECOVERY_USE_HINT}.",
+                    style="bold yellow",
+                )
+            )
+            if not lose_footage_access:
+                err.print("Refused; pass --yes-lose-footage-access to reset anyway.")
+                raise typer.Exit(EXIT_ERROR)
+        secret = accounts.new_setup_link(user.id, actor=_cli_actor())
     out.print(f"One-time setup link (valid 24 h): {_setup_url(settings, secret)}")
 
 

@@ -163,11 +163,13 @@ def _home(index: Index, database_url: str, data: Path) -> Iterator[Home]:
         yield Home(settings, index, audit, ring, session, plain, snapshots)
 
 
-def _seal_entries(audit: AuditLog) -> list[tuple[str, str]]:
+def _seal_entries(audit: AuditLog, *, starts: bool = False) -> list[tuple[str, str]]:
+    """(household, reason) of the runs' summary entries, or (``starts``) of their start
+    entries."""
     return [
         (e.subject.household, e.reason)
         for e in (audit.entry(i) for i in range(audit.size()))
-        if e.action is AuditTag.FOOTAGE_EXISTING_SEAL
+        if e.action is AuditTag.FOOTAGE_EXISTING_SEAL and ("sealing starts" in e.reason) == starts
     ]
 
 
@@ -207,6 +209,33 @@ def test_old_footage_and_snapshots_are_sealed_and_the_owner_still_plays_them(hom
     assert (again.segments, again.snapshots, again.skipped) == (0, 0, 0)
     assert "nothing left" in _seal_entries(home.audit)[-1][1]
     home.assert_all_sealed_and_playable()
+
+
+def test_a_run_killed_midway_left_its_start_audit_entry(home: Home) -> None:
+    # The fault: the only entry came at the end, so a run killed with SIGKILL midway had
+    # sealed segments no audit entry mentioned. What was durable at the kill is what counts
+    # (in-process the hook's BaseException still lets the run write its "stopped" summary).
+    order = [s.path for s in sorted(home.segments(), key=lambda s: s.id)]
+    victim = order[1].removesuffix(".mp4") + SEALED_SUFFIX
+    at_kill: list[tuple[str, str]] = []
+
+    def kill(at: str, path: str) -> None:
+        if at == "done" and path == victim:  # one segment sealed and committed already
+            at_kill.extend(_seal_entries(home.audit, starts=True) + _seal_entries(home.audit))
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        home.run(checkpoint=kill)
+    households = {h for h, _ in at_kill}
+    assert households == {"home", "farm"}  # a start entry each, no summary yet
+    assert all("sealing starts" in reason for _, reason in at_kill)
+    per_household = {
+        h: sum(1 for s in home.segments() if CAMERAS[s.camera] == h) for h in households
+    }
+    for household, reason in at_kill:
+        assert f"{per_household[household]} segments" in reason
+    assert dict(at_kill)["home"].endswith("2 snapshots to seal")
+    assert dict(at_kill)["farm"].endswith("0 snapshots to seal")
 
 
 @pytest.mark.parametrize("step", ["sealed", "committed", "done"])

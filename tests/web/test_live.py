@@ -106,12 +106,19 @@ def _path(camera: str = "front") -> str:
     return LIVE_PATH.replace("{name}", camera)
 
 
-def _refused(c: TestClient, headers: dict[str, str], camera: str = "front") -> int:
-    with (
+def _refused(
+    c: TestClient, headers: dict[str, str], camera: str = "front", *, accepted: bool = True
+) -> int:
+    """The close code of a refused socket; ``accepted``: whether the refusal came after the
+    handshake (so that a real server passes the code on) or before it (cross-site)."""
+    opened = False
+    with (  # noqa: PT012
         pytest.raises(WebSocketDisconnect) as err,
         c.websocket_connect(_path(camera), headers=headers) as ws,
     ):
-        ws.receive()
+        opened = True
+        ws.receive_text()
+    assert opened is accepted, headers
     return err.value.code
 
 
@@ -158,9 +165,13 @@ def test_refused_sockets(live: Live) -> None:
     assert _refused(c, {"origin": SAME_ORIGIN}) == CLOSE_UNAUTHENTICATED
     assert _refused(c, {"cookie": f"{SESSION_COOKIE}=forged", "origin": SAME_ORIGIN}) == 4401
     # Cross-Site WebSocket Hijacking: the browser sends the cookie; the Origin gives it away
-    assert _refused(c, {"cookie": owner, "origin": "https://evil.example"}) == CLOSE_FORBIDDEN
-    assert _refused(c, {"cookie": owner, "origin": "http://testserver.evil"}) == CLOSE_FORBIDDEN
-    assert _refused(c, {"cookie": owner}) == CLOSE_FORBIDDEN
+    # (refused before the handshake completes: another site's page learns nothing more)
+    evil = "https://evil.example"
+    assert _refused(c, {"cookie": owner, "origin": evil}, accepted=False) == CLOSE_FORBIDDEN
+    foreign = {"cookie": owner, "origin": "http://testserver.evil"}
+    assert _refused(c, foreign, accepted=False) == CLOSE_FORBIDDEN
+    assert _refused(c, {"cookie": owner}, accepted=False) == CLOSE_FORBIDDEN
+    assert _refused(c, {"origin": evil}, accepted=False) == CLOSE_FORBIDDEN  # no cookie either
     # camera access: a member without a grant; another household's camera; no such camera
     guest = {"cookie": f"{SESSION_COOKIE}={live.session('guest')}", "origin": SAME_ORIGIN}
     assert _refused(c, guest) == CLOSE_FORBIDDEN

@@ -12,9 +12,12 @@ open view whose keys go away is ended at its next recheck. With sealing off noth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
+import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -23,7 +26,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from homewarden.config import Settings
 from homewarden.crypto.household_keys import ARGON2ID_FLOOR
@@ -38,7 +44,12 @@ from homewarden.store.index import Index
 from homewarden.web import live as web_live
 from homewarden.web.app import create_app
 from homewarden.web.deps import SESSION_COOKIE
-from homewarden.web.live import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, LIVE_PATH
+from homewarden.web.live import (
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    LIVE_PATH,
+)
 from tests.media.recorded import cut_segments
 from tests.web.helpers import PASSWORD, add_user, client, make_context
 
@@ -124,7 +135,7 @@ def _refused(c: TestClient, headers: dict[str, str]) -> tuple[int, str]:
         pytest.raises(WebSocketDisconnect) as err,
         c.websocket_connect(PATH, headers=headers) as ws,
     ):
-        ws.receive()
+        ws.receive_text()  # accepted, then closed with the code
     return err.value.code, str(err.value.reason)
 
 
@@ -209,3 +220,53 @@ def test_an_open_view_ends_when_its_keys_go_away(
         with pytest.raises(WebSocketDisconnect) as err:
             ws.receive_text()
     assert err.value.code == CLOSE_UNAUTHENTICATED
+
+
+@contextlib.contextmanager
+def _served(app: FastAPI) -> Iterator[str]:
+    """``app`` under a real uvicorn server on loopback; yields its ``ws://host:port``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _close_of(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    with (
+        connect(url, additional_headers=headers, open_timeout=5) as ws,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        ws.recv(timeout=5)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+def test_refusal_close_codes_reach_a_client_of_a_real_server(site: Site) -> None:
+    # The fault: refused before the handshake, uvicorn answered a bare HTTP 403 and the
+    # client never saw 4401 / 4404 (Starlette's TestClient showed them anyway).
+    token = site.token("owner")
+    with _served(site.app) as base:
+        code, reason = _close_of(base + PATH, token)  # a token, sealed footage: keys locked
+        assert code == CLOSE_UNAUTHENTICATED
+        assert "sign in again to unlock the household keys" in reason
+        unknown = base + LIVE_PATH.replace("{name}", "nope")
+        assert _close_of(unknown, token)[0] == CLOSE_NOT_FOUND
+        assert _close_of(base + PATH, {})[0] == CLOSE_UNAUTHENTICATED  # not signed in
+        # a cross-site socket stays refused before the handshake completes
+        evil = {**site.cookie(site.login("owner")), "origin": "https://evil.example"}
+        with pytest.raises(InvalidStatus) as refused:
+            connect(base + PATH, additional_headers=evil, open_timeout=5)
+        assert refused.value.response.status_code == 403
+    assert site.views() == 0  # nothing was watched

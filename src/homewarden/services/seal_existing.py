@@ -48,9 +48,12 @@ recorded in the clear: turn it on and restart the recorder first), and a househo
 footage to seal but no recording key yet (the recorder makes it at start). A full disk
 (``ENOSPC``/``EDQUOT``) stops the run at once with a :class:`DiskFullError` naming the file,
 the plaintext of that item left in place; another failure of one file is logged, counted in
-``failed`` and the run goes on. Each run is one ``footage:existing:seal`` audit entry per
-household whose footage it sealed (or one for the deployment's household if none), also
-when it stops early.
+``failed`` and the run goes on. A run appends ``footage:existing:seal`` audit entries twice:
+when it starts, before it seals anything, one per household with footage to seal (what it is
+about to seal: segments, their plaintext bytes as indexed, snapshots; reason
+``... sealing starts ...``), so that a run killed with ``SIGKILL`` midway is still on record;
+and at the end one per household whose footage it sealed (or one for the deployment's
+household if none), also when it stops early on an exception.
 """
 
 from __future__ import annotations
@@ -284,6 +287,7 @@ class SealExisting:
                 if e.snapshot_path is not None and not e.snapshot_path.endswith(SEALED_SUFFIX)
             ]
             self._check_keys(set(by_camera) | {e.camera for e in snaps})
+            self._audit_start(actor, by_camera, snaps)  # before anything is sealed
             try:
                 report.leftovers_removed = self._remove_leftovers()
                 self._seal_segments(by_camera, report, progress)
@@ -533,6 +537,27 @@ class SealExisting:
         )
 
     # -- audit -----------------------------------------------------------------------------
+
+    def _audit_start(
+        self, actor: Actor, by_camera: dict[str, tuple[int, int]], snaps: list[EventRecord]
+    ) -> None:
+        """One entry per household with footage to seal: what this run is about to seal
+        (a run killed midway leaves no summary; this entry stays)."""
+        plan: dict[str, list[int]] = {}  # household -> [segments, bytes, snapshots]
+        for camera, (count, size) in by_camera.items():
+            counts = plan.setdefault(self._settings.camera_household(camera), [0, 0, 0])
+            counts[0] += count
+            counts[1] += size
+        for ev in snaps:
+            plan.setdefault(self._settings.camera_household(ev.camera), [0, 0, 0])[2] += 1
+        for household, (count, size, snapshots) in sorted(plan.items()):
+            self._audit.append(
+                AuditTag.FOOTAGE_EXISTING_SEAL,
+                actor,
+                f"footage recorded before storage.sealed: sealing starts, {count} segments, "
+                f"{size} bytes, {snapshots} snapshots to seal",
+                household=household,
+            )
 
     def _audit_run(self, actor: Actor, report: SealReport, *, stopped: bool) -> None:
         how = " (the run stopped early)" if stopped else ""

@@ -11,11 +11,15 @@ keyframe as a JPEG for browsers (or moments) without it.
 - when the camera goes offline a text message ``{"type": "error", "detail": "…"}`` and a
   close with code 1013 (Try Again Later, RFC 6455 section 7.4.1 / IANA registry).
 
-A refused socket is closed before it is accepted (the browser sees the handshake fail) with
-code 4401 (not signed in), 4403 (no permission, a foreign ``Origin``) or 4404 (no such camera)
-and the reason in words. Browsers send cookies with a WebSocket handshake to any origin, so a
-cookie-authenticated socket must come with this site's ``Origin`` (Cross-Site WebSocket
-Hijacking; OWASP WebSocket Security Cheat Sheet); an API token needs none. The caller is
+A refused socket is accepted and at once closed, before anything of the feed is sent or the
+view audited, with code 4401 (not signed in, keys locked), 4403 (no permission) or 4404 (no
+such camera) and the reason in words: a close code sent before the handshake completes never
+reaches the client (a server such as uvicorn answers a bare HTTP 403). Browsers send cookies
+with a WebSocket handshake to any origin, so a socket without an API token must come with this
+site's ``Origin`` when it has one, and a cookie-authenticated socket must always (Cross-Site
+WebSocket Hijacking; OWASP WebSocket Security Cheat Sheet); a cross-site socket is refused
+*before* it is accepted (the page of another site learns only that the handshake failed, an
+HTTP 403). An API token needs no ``Origin``. The caller is
 checked again every :data:`RECHECK_SECONDS`, so a logout, a disabled account or a revoked
 grant ends the view.
 
@@ -24,8 +28,8 @@ newest keyframe as a JPEG, for the page's fallback that refreshes it every 2 s.
 
 Sealed footage (``storage.sealed``): both need the viewer's password session to hold the
 household's current key version unlocked on this server
-(:meth:`homewarden.services.live.LiveService.require_keys`), checked before the socket is
-accepted and again at each recheck: an API token, a session whose keys are locked (never
+(:meth:`homewarden.services.live.LiveService.require_keys`), checked before anything is sent
+and again at each recheck: an API token, a session whose keys are locked (never
 unlocked here, a restart) or were dropped meanwhile is refused or ended with 4401 (the
 snapshot: 401 ``keys-locked``), a person without the current version (revoked and rotated,
 a grant pending) with 4403 (403 ``key-unavailable``). With sealing off, tokens watch as ever.
@@ -159,11 +163,26 @@ def _same_origin(websocket: WebSocket) -> bool:
     return bool(sep) and scheme in ("http", "https") and netloc.lower() == host.lower()
 
 
+def _cross_site(websocket: WebSocket) -> WebSocketException:
+    # Raised unaccepted: the handshake fails (uvicorn: HTTP 403), nothing is disclosed.
+    origin = websocket.headers.get("origin", "no origin")
+    return WebSocketException(
+        CLOSE_FORBIDDEN, _reason(f"cross-site WebSocket from {origin} refused")
+    )
+
+
+async def _refuse(websocket: WebSocket, code: int, detail: str) -> WebSocketException:
+    """Accept ``websocket`` and return the exception whose handler (Starlette's) closes it
+    with ``code`` and ``detail``: closed after the handshake, the code reaches the client."""
+    await websocket.accept()
+    return WebSocketException(code, _reason(detail))
+
+
 class SocketPermissionGate(WebSocketGate):
     """The permission gate of a WebSocket route: lets the handshake through only if its
     caller holds every permission in ``permissions`` and, when signed in by cookie, the
-    ``Origin`` is this site; it returns the caller's :class:`Principal`. A refusal closes
-    the socket before it is accepted (see the module docstring for the codes)."""
+    ``Origin`` is this site; it returns the caller's :class:`Principal`. A refusal accepts and
+    closes the socket, a cross-site one is refused unaccepted (see the module docstring)."""
 
     def __init__(self, permissions: tuple[Permission, ...]) -> None:
         if not permissions:
@@ -171,24 +190,25 @@ class SocketPermissionGate(WebSocketGate):
         self.permissions = permissions
 
     async def __call__(self, websocket: WebSocket) -> Principal:
-        """Raises WebSocketException (code 4401 or 4403) for a refused caller."""
+        """Raises WebSocketException (code 4401 or 4403) for a refused caller: unaccepted
+        for a cross-site socket (the handshake fails, HTTP 403), else after accepting it so
+        that the close code reaches the client."""
+        by_token = "authorization" in websocket.headers
+        if not by_token and "origin" in websocket.headers and not _same_origin(websocket):
+            raise _cross_site(websocket)
         try:
             principal, by_cookie = await asyncio.to_thread(socket_principal, websocket)
         except AuthenticationError as exc:
-            raise WebSocketException(CLOSE_UNAUTHENTICATED, _reason(str(exc))) from exc
+            raise await _refuse(websocket, CLOSE_UNAUTHENTICATED, str(exc)) from exc
+        if by_cookie and not _same_origin(websocket):
+            raise _cross_site(websocket)
         if principal.kind is PrincipalKind.ANONYMOUS:
-            raise WebSocketException(CLOSE_UNAUTHENTICATED, "sign in first")
+            raise await _refuse(websocket, CLOSE_UNAUTHENTICATED, "sign in first")
         for permission in self.permissions:
             if not is_allowed(principal, permission):
                 who = principal.role or principal.kind
-                raise WebSocketException(
-                    CLOSE_FORBIDDEN, _reason(f"{permission} is not granted to {who} callers")
-                )
-        if by_cookie and not _same_origin(websocket):
-            origin = websocket.headers.get("origin", "no origin")
-            raise WebSocketException(
-                CLOSE_FORBIDDEN, _reason(f"cross-site WebSocket from {origin} refused")
-            )
+                detail = f"{permission} is not granted to {who} callers"
+                raise await _refuse(websocket, CLOSE_FORBIDDEN, detail)
         return principal
 
     def __repr__(self) -> str:
@@ -228,7 +248,10 @@ def add_routes(app: FastAPI, ctx: AppContext) -> None:
         try:
             feed = await asyncio.to_thread(start)
         except HomeWardenError as exc:
-            raise WebSocketException(_close_code(exc), _reason(str(exc))) from exc
+            # accepted, then closed: nothing of the feed sent, no view audited
+            await websocket.accept()
+            await websocket.close(_close_code(exc), _reason(str(exc)))
+            return
         await websocket.accept()
         await _serve(websocket, live, feed, name, who, ctx.keys)
 

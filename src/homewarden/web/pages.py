@@ -24,7 +24,8 @@ Every HTML response carries :data:`CONTENT_SECURITY_POLICY` (no inline script or
 third-party origin: pages pass data to the hand-written scripts in ``static/`` through
 ``data-*`` attributes), ``no-store`` caching (pages hold CSRF tokens and private data) and
 ``nosniff``. State-changing forms POST with the ``csrf_token`` field and answer 303, except
-the two that show a secret once (a new API token, a new setup link), which render it.
+those that show a secret once (a new API token, a new setup link, and an owner's setup,
+which shows the household recovery code made there), which render it.
 """
 
 from __future__ import annotations
@@ -568,7 +569,7 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
         try:
             if use_totp:
                 check_totp_secret(totp_secret)
-            accounts.complete_setup(
+            done = accounts.complete_setup(
                 token,
                 password,
                 totp_secret=totp_secret if use_totp else None,
@@ -580,6 +581,12 @@ def _add_login_pages(page: Page, pages: Pages, ctx: AppContext) -> None:
             if _TOTP_SECRET.fullmatch(totp_secret):
                 kept = TotpEnrolment(totp_secret, totp_uri(user.username, totp_secret))
             return setup_page(request, token, 400, str(exc), kept)
+        # An owner whose setup made the household's recovery code sees it here, once (it is
+        # taken from memory; never put in a URL or a log).
+        if done.role == Role.OWNER and ctx.keys is not None:
+            recovery = ctx.keys.take_setup_recovery_code(done.id)
+            if recovery is not None:
+                return pages.render(request, "setup_recovery.html", recovery_code=recovery)
         return see_other("/login?done=setup")
 
 
