@@ -18,6 +18,7 @@ Screenshots go to ``artifacts/e2e/`` (ignored by git).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -190,17 +191,23 @@ def _footage_clip(vtest_avi: Path, media_cache_dir: Path) -> Path:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-@pytest.fixture(scope="module")
-def e2e_app(
-    vtest_avi: Path, media_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running_app(
+    vtest_avi: Path,
+    media_cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    sealed: bool,
+    name: str = "e2e",
 ) -> Iterator[E2EApp]:
     """A started runtime with the web app, recording :data:`CAMERA` over real RTSP, with
-    its accounts (see the module docstring); stopped after the module."""
+    its accounts (see the module docstring), footage ``sealed`` at rest or not; stopped on
+    leaving."""
     ok, reason = gst_rtsp_available()
     if not ok:
         unavailable(f"GStreamer RTSP server unavailable: {reason}")
     clip = _footage_clip(vtest_avi, media_cache_dir)
-    data = tmp_path_factory.mktemp("e2e") / "data"
+    data = tmp_path_factory.mktemp(name) / "data"
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith(_SETTINGS_ENV)]:
             mp.delenv(key)
@@ -208,10 +215,7 @@ def e2e_app(
             settings = Settings(
                 data_dir=data,
                 api={"host": "127.0.0.1", "port": 0},
-                # plaintext storage: these tests are about the web app's pages and flows;
-                # test_sealed_e2e.py drives the same app with footage sealed at rest (the
-                # default), where support staff and emergencies without escrow see no footage.
-                storage={"sealed": False},
+                storage={"sealed": sealed},
                 cameras={
                     CAMERA: {
                         "url": server.url,
@@ -227,6 +231,17 @@ def e2e_app(
                 yield _make_app(runtime, address.url, settings)
             finally:
                 runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_app(
+    vtest_avi: Path, media_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[E2EApp]:
+    """:func:`running_app` for a module, with plaintext storage: these tests are about the
+    web app's pages and flows; test_sealed_e2e.py drives the same app with footage sealed at
+    rest (the default), where support staff and emergencies without escrow see no footage."""
+    with running_app(vtest_avi, media_cache_dir, tmp_path_factory, sealed=False) as app:
+        yield app
 
 
 def _make_app(runtime: Runtime, base_url: str, settings: Settings) -> E2EApp:

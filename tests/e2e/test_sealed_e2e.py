@@ -9,7 +9,8 @@ plays (``currentTime`` advances, ``videoWidth`` > 0), and the event's sealed sna
 loads. Without unlocked keys footage is refused: a signed-out visitor gets 401, an API token
 of the owner (tokens never carry keys) and the owner's own cookie once its session holds no
 keys (as after a server restart: keys live in the server's memory only) get the 401 problem
-"sign in again"; the timeline says so; signing in again plays the footage again.
+"sign in again", and the camera page says so (live view and timeline) without leaving it;
+signing in again plays the footage again.
 
 Screenshots go to ``artifacts/e2e/sealed-*.png``. All tests share one recorder and run on one
 xdist worker, in file order. Without Chromium or GStreamer's RTSP server they skip, except
@@ -18,33 +19,23 @@ under ``CI=true`` where they fail (``conftest.py``).
 
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import APIResponse, Browser, Page, expect
 
-from homewarden.config import Settings
-from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
-from homewarden.services.runtime import Runtime
 from homewarden.store.records import EventRecord
-from homewarden.web.app import create_app
 from homewarden.web.problems import PROBLEM_MEDIA_TYPE
 from tests.e2e.conftest import (
-    _SETTINGS_ENV,
-    CAMERA,
-    POST_CAPTURE,
-    SEGMENT_SECONDS,
     E2EApp,
-    _footage_clip,
-    _make_app,
     login,
     new_context,
+    running_app,
     screenshot,
     wait_for,
 )
-from tests.fixtures_media import unavailable
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -59,34 +50,10 @@ def e2e_app(
 ) -> Iterator[E2EApp]:
     """``conftest.py``'s running recorder and web app, recording with ``storage.sealed``
     on (this module's own: the footage of the others' runtime is not the point here)."""
-    ok, reason = gst_rtsp_available()
-    if not ok:
-        unavailable(f"GStreamer RTSP server unavailable: {reason}")
-    clip = _footage_clip(vtest_avi, media_cache_dir)
-    data = tmp_path_factory.mktemp("e2e-sealed") / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith(_SETTINGS_ENV)]:
-            mp.delenv(key)
-        with RtspTestServer(clip, mount="porch") as server:
-            settings = Settings(
-                data_dir=data,
-                api={"host": "127.0.0.1", "port": 0},
-                storage={"sealed": True},
-                cameras={
-                    CAMERA: {
-                        "url": server.url,
-                        "segment_seconds": SEGMENT_SECONDS,
-                        "motion": {"post_capture": POST_CAPTURE},
-                    }
-                },
-            )
-            runtime = Runtime(settings, app_factory=create_app)
-            address = runtime.start()
-            try:
-                assert address is not None
-                yield _make_app(runtime, address.url, settings)
-            finally:
-                runtime.stop()
+    with running_app(
+        vtest_avi, media_cache_dir, tmp_path_factory, sealed=True, name="e2e-sealed"
+    ) as app:
+        yield app
 
 
 def _event_with_snapshot(app: E2EApp) -> EventRecord:
@@ -224,10 +191,17 @@ def test_footage_is_refused_without_unlocked_keys(browser: Browser, e2e_app: E2E
         ring.sessions_ended(user_id=e2e_app.owner.user_id)
         for path in (clip, snapshot):
             _assert_keys_locked(context.request.get(path))
+        # The camera page stays put (regression: the live view's keys-locked close sent a
+        # signed-in owner to the login page, which sent them back, over and over): the live
+        # view says the footage is locked, and so does the timeline.
         page.goto(f"/cameras/{e2e_app.camera}")
+        expect(page.locator("[data-live-state=denied]")).to_have_attribute(
+            "data-live-detail", re.compile("sign in again")
+        )
         expect(page.locator("[data-testid=timeline]")).to_be_visible()
         _press_mark(page, event.start)
         expect(page.locator("[data-testid=timeline-message]")).to_contain_text("sign in again")
+        assert "/cameras/" in page.url
         screenshot(page, "sealed-locked-session")
         # Signing out and in again unlocks the keys: the footage plays again.
         page.locator("[data-testid=logout]").click()

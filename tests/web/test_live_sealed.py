@@ -4,7 +4,7 @@ the real app with household keys, on SQLite and PostgreSQL.
 The segment being recorded is a plaintext ``.part`` (the recorder seals it when it closes),
 so reading it needs no key: before this fix any caller with ``footage:live:view`` watched it
 with no keys at all (an API token, a session whose keys are locked). Now the viewer's session
-must hold the household's current key version unlocked: no session keys is 4401 / 401
+must hold the household's current key version unlocked: no session keys is 4423 / 401
 ``keys-locked``, a person without the current version 4403 / 403 ``key-unavailable``; an
 open view whose keys go away is ended at its next recheck. With sealing off nothing changes
 (``tests/web/test_live.py``: a token watches there).
@@ -46,6 +46,7 @@ from homewarden.web.app import create_app
 from homewarden.web.deps import SESSION_COOKIE
 from homewarden.web.live import (
     CLOSE_FORBIDDEN,
+    CLOSE_KEYS_LOCKED,
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     LIVE_PATH,
@@ -163,7 +164,7 @@ def test_an_unlocked_owner_watches_and_sees_the_latest_frame(site: Site) -> None
 def test_a_token_no_longer_watches_sealed_footage_live(site: Site) -> None:
     c = client(site.app)
     code, reason = _refused(c, site.token("owner"))
-    assert code == CLOSE_UNAUTHENTICATED
+    assert code == CLOSE_KEYS_LOCKED
     assert "sign in again to unlock the household keys" in reason
     bearer = client(site.app, headers=site.token("owner"))
     detail = _problem(bearer.get(SNAPSHOT), 401, "keys-locked")
@@ -175,7 +176,7 @@ def test_a_session_whose_keys_are_locked_is_refused(site: Site) -> None:
     secret = site.login("owner")
     site.keys.sessions_ended(user_id=site.ctx.accounts.user_by_name("owner").id)  # a restart
     c = client(site.app)
-    assert _refused(c, site.cookie(secret))[0] == CLOSE_UNAUTHENTICATED
+    assert _refused(c, site.cookie(secret))[0] == CLOSE_KEYS_LOCKED
     c.cookies.set(SESSION_COOKIE, secret)
     _problem(c.get(SNAPSHOT), 401, "keys-locked")
     assert site.views() == 0
@@ -219,7 +220,7 @@ def test_an_open_view_ends_when_its_keys_go_away(
         assert "sign in again" in error["detail"]
         with pytest.raises(WebSocketDisconnect) as err:
             ws.receive_text()
-    assert err.value.code == CLOSE_UNAUTHENTICATED
+    assert err.value.code == CLOSE_KEYS_LOCKED
 
 
 @contextlib.contextmanager
@@ -259,7 +260,7 @@ def test_refusal_close_codes_reach_a_client_of_a_real_server(site: Site) -> None
     token = site.token("owner")
     with _served(site.app) as base:
         code, reason = _close_of(base + PATH, token)  # a token, sealed footage: keys locked
-        assert code == CLOSE_UNAUTHENTICATED
+        assert code == CLOSE_KEYS_LOCKED
         assert "sign in again to unlock the household keys" in reason
         unknown = base + LIVE_PATH.replace("{name}", "nope")
         assert _close_of(unknown, token)[0] == CLOSE_NOT_FOUND

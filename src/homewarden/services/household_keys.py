@@ -430,24 +430,7 @@ class KeyRing:
         """
         entry = self._live_entry(session)
         kid = bytes.fromhex(key_id) if isinstance(key_id, str) else bytes(key_id)
-        if household != entry.household:
-            raise KeyUnavailableError(f"you hold no key of household {household!r}")
-        seal = self._store.holder_seal(entry.holder_id, kid)
-        if seal is None:
-            with self._lock:
-                entry.keys.pop(kid, None)
-            raise KeyUnavailableError(
-                f"you hold no household key {kid.hex()}: it was revoked from you, made before "
-                "you were granted access and not granted since, or is not this household's"
-            )
-        with self._lock:
-            cached = entry.keys.get(kid)
-        if cached is not None:
-            return cached
-        pair = open_holder_seal(seal.sealed, entry.holder, expected_key_id=KeyId(kid))
-        with self._lock:
-            entry.keys[kid] = pair
-        return pair
+        return _held_key(self._store, entry, self._lock, household, kid)
 
     def is_unlocked(self, session: SessionRef) -> bool:
         """Whether ``session`` holds unlocked keys in this process (live, full)."""
@@ -568,7 +551,7 @@ class KeyRing:
             key=None if current is None else current.key_id.hex(),
             household=household,
         )
-        return _ShellKeys(self._store, household, rec.id, pair, opened)
+        return _ShellKeys(self._store, _Unlocked(user.id, household, rec.id, pair, opened))
 
     # ---------------------------------------------------------------------------------------
     # owner actions
@@ -1355,43 +1338,50 @@ class _ShellKeys:
             seal of (never granted, revoked, rotated in after their revocation).
     """
 
-    def __init__(
-        self,
-        store: HouseholdKeyStore,
-        household: str,
-        holder_id: int,
-        holder: HolderKeyPair,
-        keys: dict[bytes, HouseholdKeyPair],
-    ) -> None:
+    def __init__(self, store: HouseholdKeyStore, entry: _Unlocked) -> None:
         self._store = store
-        self._household = household
-        self._holder_id = holder_id
-        self._holder = holder
-        self._keys = keys
+        self._entry = entry
         self._lock = threading.Lock()
 
     def __call__(self, household: str, key_id: bytes) -> HouseholdKeyPair:
         """Household key version ``key_id`` (16 bytes) of ``household``."""
-        kid = bytes(key_id)
-        if household != self._household:
-            raise KeyUnavailableError(f"you hold no key of household {household!r}")
-        seal = self._store.holder_seal(self._holder_id, kid)
-        if seal is None:
-            with self._lock:
-                self._keys.pop(kid, None)
-            raise KeyUnavailableError(
-                f"you hold no household key {kid.hex()}: it was revoked from you, made after "
-                "your access was revoked or before you were granted it, or is not this "
-                "household's"
-            )
-        with self._lock:
-            cached = self._keys.get(kid)
-        if cached is not None:
-            return cached
-        pair = open_holder_seal(seal.sealed, self._holder, expected_key_id=KeyId(kid))
-        with self._lock:
-            self._keys[kid] = pair
-        return pair
+        return _held_key(self._store, self._entry, self._lock, household, bytes(key_id))
+
+
+def _held_key(
+    store: HouseholdKeyStore,
+    entry: _Unlocked,
+    lock: threading.Lock | threading.RLock,
+    household: str,
+    kid: bytes,
+) -> HouseholdKeyPair:
+    """Household key version ``kid`` of ``household`` as held by ``entry``'s person: checked
+    against the stored seals at every call (a revocation takes effect at once), opened with
+    the person's key pair once and kept in ``entry.keys``.
+
+    Raises:
+        KeyUnavailableError: another household's key, or a version the person holds no seal
+            of (revoked, rotated in before they were granted or after their revocation).
+    """
+    if household != entry.household:
+        raise KeyUnavailableError(f"you hold no key of household {household!r}")
+    seal = store.holder_seal(entry.holder_id, kid)
+    if seal is None:
+        with lock:
+            entry.keys.pop(kid, None)
+        raise KeyUnavailableError(
+            f"you hold no household key {kid.hex()}: it was revoked from you, made after "
+            "your access was revoked or before you were granted it, or is not this "
+            "household's"
+        )
+    with lock:
+        cached = entry.keys.get(kid)
+    if cached is not None:
+        return cached
+    pair = open_holder_seal(seal.sealed, entry.holder, expected_key_id=KeyId(kid))
+    with lock:
+        entry.keys[kid] = pair
+    return pair
 
 
 def attach(

@@ -39,7 +39,7 @@ key. The live view and the latest frame therefore check the viewer's keys themse
 hold the household's *current* key version unlocked in this process, the version the footage
 being recorded is sealed to when it closes. No session keys (an API token, a session never
 unlocked here, a restart since the login) is :class:`~homewarden.errors.KeysLockedError`
-(HTTP 401, WebSocket 4401: "sign in again to unlock the household keys"); a person who does
+(HTTP 401, WebSocket 4423: "sign in again to unlock the household keys"); a person who does
 not hold the current version (their access revoked and the key rotated, or their grant still
 waiting for an owner's unlock) is :class:`~homewarden.errors.KeyUnavailableError` (403 /
 4403). With sealing off nothing of this applies.

@@ -12,7 +12,7 @@ keyframe as a JPEG for browsers (or moments) without it.
   close with code 1013 (Try Again Later, RFC 6455 section 7.4.1 / IANA registry).
 
 A refused socket is accepted and at once closed, before anything of the feed is sent or the
-view audited, with code 4401 (not signed in, keys locked), 4403 (no permission) or 4404 (no
+view audited, with code 4401 (not signed in), 4423 (keys locked), 4403 (no permission) or 4404 (no
 such camera) and the reason in words: a close code sent before the handshake completes never
 reaches the client (a server such as uvicorn answers a bare HTTP 403). Browsers send cookies
 with a WebSocket handshake to any origin, so a socket without an API token must come with this
@@ -30,7 +30,7 @@ Sealed footage (``storage.sealed``): both need the viewer's password session to 
 household's current key version unlocked on this server
 (:meth:`homewarden.services.live.LiveService.require_keys`), checked before anything is sent
 and again at each recheck: an API token, a session whose keys are locked (never
-unlocked here, a restart) or were dropped meanwhile is refused or ended with 4401 (the
+unlocked here, a restart) or were dropped meanwhile is refused or ended with 4423 (the
 snapshot: 401 ``keys-locked``), a person without the current version (revoked and rotated,
 a grant pending) with 4403 (403 ``key-unavailable``). With sealing off, tokens watch as ever.
 
@@ -64,6 +64,7 @@ from homewarden.errors import (
     AuthenticationError,
     FootageUnavailableError,
     HomeWardenError,
+    KeysLockedError,
     NotFoundError,
     PermissionDeniedError,
 )
@@ -82,6 +83,10 @@ SNAPSHOT_PATH = "/api/cameras/{name}/latest.jpg"
 SNAPSHOT_REASON = "live fallback"
 #: Close codes (RFC 6455 section 7.4.2: 4000-4999 are the application's own).
 CLOSE_UNAUTHENTICATED = 4401
+#: Signed in, but the session holds no unlocked household keys for sealed footage (423
+#: Locked, RFC 4918 section 11.3): kept apart from 4401 because the page must not send a
+#: signed-in viewer to the login page, which sends them straight back (a redirect loop).
+CLOSE_KEYS_LOCKED = 4423
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 #: RFC 6455 / IANA: "Try Again Later" (the camera is offline).
@@ -104,6 +109,8 @@ def _reason(text: str) -> str:
 
 
 def _close_code(exc: HomeWardenError) -> int:
+    if isinstance(exc, KeysLockedError):
+        return CLOSE_KEYS_LOCKED
     if isinstance(exc, AuthenticationError):
         return CLOSE_UNAUTHENTICATED
     if isinstance(exc, PermissionDeniedError):

@@ -278,6 +278,10 @@
       ws.onclose = function (ev) {
         ws = null;
         if (ev && ev.code === 4401) return toLogin();
+        // 4423: signed in, keys locked; the login page would send a signed-in viewer back.
+        if (ev && ev.code === 4423) {
+          return deny("footage locked: sign out and sign in again with your password to unlock it");
+        }
         if (ev && (ev.code === 4403 || ev.code === 4404)) return deny(ev.reason || "no access");
         fail("closed");
       };
