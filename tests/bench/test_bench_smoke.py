@@ -85,7 +85,14 @@ def test_idle_cost_measures_every_child(tiny_clips: list[Path], tmp_path: Path) 
     text = idle_cost.report(result, tiny_clips[0])
     assert "ratio HomeWarden / baseline" in text
     assert "sealing: sealed recorder / plaintext recorder" in text
-    assert ("PASS" in text) != ("FAIL" in text)
+    # Each verdict line (the idle ratio, then sealing's) says PASS or FAIL, not both.
+    verdicts = [line for line in text.splitlines() if "PASS" in line or "FAIL" in line]
+    assert [line.split(":")[0] for line in verdicts] == [
+        "ratio HomeWarden / baseline",
+        "sealing",
+    ]
+    for line in verdicts:
+        assert ("PASS" in line) != ("FAIL" in line), line
 
 
 def test_cameras_run_reports_each_camera(tiny_clips: list[Path], tmp_path: Path) -> None:
