@@ -40,9 +40,15 @@ def _admin_conninfo() -> tuple[str | None, str]:
     return None, "; ".join(reasons)
 
 
+def in_ci() -> bool:
+    """True when ``CI=true`` (any case): then an absent service or file fails the test instead
+    of skipping it. The one CI check of the test fixtures (media, jobs and this module)."""
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
 def _unavailable(reason: str) -> None:
     message = f"PostgreSQL at {_SERVER} unreachable ({reason})"
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"{message}; CI=true requires it")
     pytest.skip(message)
 

@@ -24,6 +24,7 @@ import redis
 from homewarden.config import Settings
 from homewarden.services.jobs import JobQueue
 from homewarden.store.index import Index
+from tests.fixtures_db import in_ci
 from tests.package_footage import deploy
 
 REDIS_URL = os.environ.get("HOMEWARDEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -48,7 +49,7 @@ def require_redis() -> str:
     problem = _redis_problem()
     if problem is not None:
         message = f"Redis at {REDIS_URL} unreachable ({problem})"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"{message}; CI=true requires it")
         pytest.skip(message)
     return REDIS_URL

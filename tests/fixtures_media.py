@@ -21,6 +21,7 @@ import pytest
 
 from homewarden.media.rtsp_server import RtspTestServer, gst_rtsp_available
 from homewarden.media.transcode import make_still_motion_still_clip, transcode_to_h264
+from tests.fixtures_db import in_ci
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,11 +32,6 @@ MOTION_SECONDS = 20.0
 GOP_SECONDS = 2.0
 
 RtspServerFactory = Callable[..., RtspTestServer]
-
-
-def in_ci() -> bool:
-    """True when ``CI=true``: then an absent service or file fails instead of skipping."""
-    return os.environ.get("CI", "").strip().lower() == "true"
 
 
 def unavailable(reason: str) -> NoReturn:

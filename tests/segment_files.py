@@ -3,11 +3,12 @@ fragmented MP4, the layout the recorder writes (issue 2, "Recording")."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
 import pytest
+
+from tests.fixtures_db import in_ci
 
 FOOTAGE = Path(__file__).resolve().parents[2] / "shared" / "footage"
 BIKES = FOOTAGE / "bikes.mp4"  # 640x272 25 fps H.264, keyframes at 0, 1.2, 3.04, 5.48, 7.48, 9.68 s
@@ -18,7 +19,7 @@ def require_bikes() -> Path:
     """bikes.mp4, or skip (fail under CI=true) when the shared footage is absent."""
     if not BIKES.is_file():
         msg = f"real footage {BIKES} is absent"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
     return BIKES

@@ -5,11 +5,15 @@ and reconciles nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -29,6 +33,7 @@ from homewarden.store.lease_store import LeaseStore
 from homewarden.store.lockfile import DataDirLock
 from homewarden.store.models import CameraLeaseRow
 from homewarden.store.records import NewSegment
+from homewarden.web.app import create_app
 from tests.fixtures_db import _admin_conninfo
 
 #: The tests that need row locks run on PostgreSQL only (leasing refuses SQLite).
@@ -72,7 +77,7 @@ class Recorded:
             self.acquired.append(acquired)
 
 
-def _manager(store: LeaseStore, name: str, recorded: Recorded, **kw: float) -> LeaseManager:
+def _manager(store: LeaseStore, name: str, recorded: Recorded, **kw: Any) -> LeaseManager:
     return LeaseManager(store, name, cameras=lambda: CAMERAS, on_change=recorded, **kw)
 
 
@@ -362,16 +367,34 @@ def test_role_recorder_on_sqlite_and_unknown_roles_are_config_errors(tmp_path: P
         LeaseStore(Index(settings.db_url))
 
 
-def test_role_web_records_locks_and_reconciles_nothing(tmp_path: Path, vtest_h264: Path) -> None:
+def test_role_web_serves_the_app_and_records_locks_and_reconciles_nothing(
+    tmp_path: Path, vtest_h264: Path
+) -> None:
     settings = Settings(
         data_dir=tmp_path / "data",
+        api={"host": "127.0.0.1", "port": 0},
         cameras={"x": {"url": f"file:{vtest_h264}", "loop": True}},
     )
     # a recorder node's segment in progress, which a web node must leave alone
     part = settings.media_dir / "x" / "2026-11-29" / "10" / "1795860000.000.mp4.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"in progress")
-    with Runtime(settings, role="web") as runtime:
+    with Runtime(settings, app_factory=create_app, role="web") as runtime:
+        # It serves the web app and API: accounts required, answered over real HTTP.
+        address = runtime.address
+        assert address is not None
+        assert address.port != 0
+        with pytest.raises(urllib.error.HTTPError) as anonymous:
+            urllib.request.urlopen(f"{address.url}/api/health", timeout=5)
+        assert anonymous.value.code == 401
+        (owner,) = runtime.accounts.users()
+        token, _ = runtime.accounts.create_token(owner.id, "test")
+        request = urllib.request.Request(
+            f"{address.url}/api/health", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200
+            assert json.load(resp)["cameras_connected"] == 0  # and records nothing
         assert runtime.statuses() == {}
         DataDirLock.acquire(settings.data_dir).release()  # web nodes take no lock
         assert runtime.index.segments() == []

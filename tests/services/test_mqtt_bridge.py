@@ -435,7 +435,7 @@ def env(index: Index, database_url: str, tmp_path: Path) -> Iterator[Env]:
             admin = CameraAdmin(index, audit, settings)
             admin.load()
             AccountService(index, audit, admin.current).ensure_households()
-            env.admin = admin
+            made.admin = admin
             bridge = MqttBridge(
                 admin.current,
                 index,
@@ -450,9 +450,9 @@ def env(index: Index, database_url: str, tmp_path: Path) -> Iterator[Env]:
             bridge.start()
             return bridge
 
-        env = Env(index, audit, make)
+        made = Env(index, audit, make)
         try:
-            yield env
+            yield made
         finally:
             for bridge in bridges:
                 bridge.stop()
@@ -502,6 +502,55 @@ def test_broker_restart_gets_availability_discovery_and_states_again(
         assert json.loads(fresh.messages[i].payload)["state_topic"] == topics.motion("front")
     finally:
         fresh.stop()
+
+
+def test_a_changed_open_event_is_published_as_an_update_with_before_and_after(
+    env: Env, system_broker: Broker
+) -> None:
+    """The recorder's path (``services/recorder.py``): an event opens as ``motion``, then the
+    person detector relabels it and the tracker raises its score and zones while it is still
+    open; the bridge sends ``update`` with the event as it was and as it is."""
+    prefix = unique_prefix()
+    topics = Topics(prefix, DISCOVERY)
+    sub = Subscriber(system_broker, [topics.events]).start()
+    try:
+        bridge = env.make(system_broker, prefix)  # its event cursor is before the event
+        _wait(lambda: bridge.connected, "the bridge connected")
+        event = env.index.open_event("front", time.time(), "motion", 0.2, ["porch"])
+
+        def of(kind: str) -> Callable[[Any], bool]:
+            def check(m: Any) -> bool:
+                msg = json.loads(m.payload)
+                return bool(msg["type"] == kind and msg["after"]["id"] == event)
+
+            return check
+
+        # Changed only once "new" has gone out, or the change would ride in the "new".
+        new = sub.wait_for(of("new"), "event new")
+        assert json.loads(sub.messages[new].payload)["after"]["label"] == "motion"
+        env.index.update_event(event, label="person", peak_score=0.7, zones=["drive", "porch"])
+        i = sub.wait_for(of("update"), "event update", timeout=10)
+        update = json.loads(sub.messages[i].payload)
+        before, after = update["before"], update["after"]
+        assert (before["label"], before["score"], before["zones"]) == ("motion", 0.2, ["porch"])
+        assert (after["label"], after["score"], after["zones"]) == (
+            "person",
+            0.7,
+            ["drive", "porch"],
+        )
+        assert before["end"] is None  # still open
+        assert after["end"] is None
+        assert after["links"]["event"] == f"/events/{event}"
+        # An unchanged poll sends nothing more; the end then goes out as "end", once.
+        time.sleep(1.0)
+        assert len([m for m in sub.messages if of("update")(m)]) == 1
+        env.index.update_event(event, end=time.time())
+        end = sub.wait_for(of("end"), "event end", timeout=10)
+        assert new < i < end
+        assert json.loads(sub.messages[end].payload)["before"]["label"] == "person"
+    finally:
+        sub.stop()
+        clear_retained(system_broker, _filters(prefix), None)
 
 
 # acceptance 4: bad commands are logged and ignored

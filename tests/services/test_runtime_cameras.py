@@ -39,8 +39,14 @@ def _owner(runtime: Runtime) -> Principal:
 
 
 def _pool(
-    settings: Settings, index: Index, clock: Callable[[], float], *, lock: DataDirLock | None
+    settings: Settings,
+    index: Index,
+    clock: Callable[[], float],
+    *,
+    lock: DataDirLock | None,
+    fence_node: int | None = None,
 ) -> RecorderGroup:
+    assert fence_node is None  # these tests run role "all": no leases
     return RecorderProcessPool(
         enabled_cameras(settings),
         processes=2,
