@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from bench import _common, cameras, idle_cost
+from bench import _common, cameras, idle_cost, redaction_faces
+from homewarden.media.clip import compose_clip
 
 TINY = _common.MotionLayout(seconds=4.0, period=4.0, burst=1.0, offset=1.0)
 TINY_GOP = 1.0
@@ -221,3 +222,20 @@ def test_export_bench_runs_and_reports_both_ratios() -> None:
     assert "x real time" in done.stdout
     assert "redacted export:" in done.stdout
     assert "the baseline" in done.stdout
+
+
+def test_redaction_faces_checks_a_real_clip(tmp_path: Path, bikes_mp4: Path) -> None:
+    """bench/redaction_faces.py on 0.8 s of bikes.mp4 with a cyclist's face (frames
+    105-124): the checker finds faces in the original, none is left in the redacted copy,
+    and the clip's length is read back from its frames."""
+    clip = tmp_path / "clip.mp4"
+    compose_clip([(bikes_mp4, 1000.0)], 1004.2, 1005.0, clip)
+    cascades = redaction_faces.checker()
+    frames = redaction_faces.lumas(clip)
+    original = {k: f for k, y in enumerate(frames) if (f := redaction_faces.faces(y, cascades))}
+    assert original, "the stretch should show a detectable face"
+    result = redaction_faces.run("default", clip, tmp_path / "out.mp4", original)
+    assert result.left == []
+    assert result.clip_seconds == pytest.approx(len(frames) / 25, abs=0.05)
+    # The check itself finds what it should: the original against itself leaves every face.
+    assert len(redaction_faces.faces_left(original, clip, cascades)) == len(original)

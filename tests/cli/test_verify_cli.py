@@ -86,6 +86,28 @@ def test_export_creates_a_missing_out_folder_and_its_parents(tmp_path: Path) -> 
     assert result.exit_code != 0
 
 
+def test_export_thorough_without_redact_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    index = Index(f"sqlite:///{data / 'homewarden.db'}")
+    index.migrate()
+    deploy(data, index)
+    index.close()
+    out = tmp_path / "pkg"
+    result = CliRunner().invoke(
+        app,
+        [
+            "export", "--camera", CAMERA, "--start", str(T0 + 1), "--end", str(T0 + 3),
+            "--out", str(out), "--data-dir", str(data), "--thorough",
+        ],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "--redact" in result.output
+    assert not out.exists()
+
+
 def test_export_prints_the_package_and_zip(exported: dict[str, str]) -> None:
     assert Path(exported["package"]).is_dir()
     assert Path(exported["zip"]).is_file()

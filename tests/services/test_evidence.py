@@ -20,6 +20,7 @@ from homewarden.domain import package as pkg
 from homewarden.domain.audit import Actor, ActorKind, AuditEntry, AuditTag
 from homewarden.errors import (
     InvalidProofError,
+    InvalidRequestError,
     InvalidSignatureError,
     NotFoundError,
     PackageTamperedError,
@@ -247,6 +248,33 @@ def test_no_footage_in_scope_leaves_nothing(made: Made, tmp_path: Path) -> None:
         assert audit.size() == size  # nothing exported, nothing accounted
     index.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_thorough_redaction_is_named_in_the_manifest_and_needs_redact(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    index = _index(data)
+    settings = deploy(data, index).settings
+    out = tmp_path / "out"
+    out.mkdir()
+    with AuditLog.open(settings.db_url, settings.keys_dir) as audit:
+        service = EvidenceService(index, settings, audit)
+        size = audit.size()
+        with pytest.raises(InvalidRequestError, match="redaction"):
+            service.export(
+                [CAMERA], T0 + 3.0, T0 + 4.0, out, actor=OWNER, reason="r", thorough=True
+            )
+        assert audit.size() == size
+        assert list(out.iterdir()) == []
+        result = service.export(
+            [CAMERA], T0 + 3.0, T0 + 4.0, out, actor=OWNER, reason="r", redact=True, thorough=True
+        )
+    index.close()
+    report = verify_package_path(
+        result.zip_path, load_public_keys(settings.keys_dir / "log_public_keys.json")
+    )
+    assert report.manifest.redaction is not None
+    assert report.manifest.redaction["face_search"] == "every frame, full resolution"
+    assert report.manifest.redaction["detect_every_frames"] == 1
 
 
 def test_redacted_export_releases_redacted_copies_and_withholds_originals(

@@ -61,7 +61,7 @@ from homewarden.errors import (
     StorageError,
 )
 from homewarden.media.clip import compose_clip
-from homewarden.media.redact import DETECT_EVERY, redact_clip
+from homewarden.media.redact import DETECT_EVERY, DETECT_WIDTH, redact_clip
 from homewarden.services.audit import AuditLog
 from homewarden.services.package_verify import AuditProof, AuditRecord
 from homewarden.services.queries import MAX_CLIP_SECONDS
@@ -184,6 +184,7 @@ class EvidenceService:
         progress: ProgressFn | None = None,
         keys: KeySource | None = None,
         skip_sealed: bool = False,
+        thorough: bool = False,
     ) -> PackageResult:
         """Write the evidence package of ``cameras`` over ``[start, end]`` (UTC epoch s)
         into ``out_dir`` as ``<id>/`` and ``<id>.zip``.
@@ -199,12 +200,17 @@ class EvidenceService:
         warrant over a scope recorded partly before sealing was turned on is answered
         (issue 6). With nothing in the clear it is :class:`NotFoundError`.
 
+        ``thorough`` (with ``redact``): faces are searched on every frame at full
+        resolution (:func:`redact_clip` ``thorough``), ~11x the time; the manifest's
+        ``redaction`` says which.
+
         ``request_id``/``legal_basis``: the disclosure request being fulfilled (its id is the
         package id); without one this is an owner's export, id ``export-<UTC>-<random>``.
 
         Raises:
             InvalidRequestError: no camera, a camera twice, cameras of several households,
-                ``end <= start``, an empty reason, ``max_file_seconds`` not positive.
+                ``end <= start``, an empty reason, ``max_file_seconds`` not positive,
+                ``thorough`` without ``redact``.
             NotFoundError: an unknown camera, or no footage at all in the scope.
             StorageError: ``out_dir`` is not a directory, the package exists, or writing fails.
             AuditUnavailableError: the export cannot be written to the audit log (no package).
@@ -213,6 +219,8 @@ class EvidenceService:
             SealedDataError: a sealed segment does not open (tampered): no package.
         """
         cams = self._check(cameras, start, end, out_dir, reason, max_file_seconds)
+        if thorough and not redact:
+            raise InvalidRequestError("a thorough face search is a kind of redaction: ask for both")
         household = self._settings.camera_household(cams[0])
         now = self._clock()
         package_id = request_id or f"export-{_stamp(now)}-{secrets.token_hex(3)}"
@@ -243,7 +251,7 @@ class EvidenceService:
                 actor=actor, reason=reason, redact=redact, request_id=request_id,
                 legal_basis=legal_basis, max_file_seconds=max_file_seconds,
                 detect_every=detect_every, progress=progress, now=now, keys=keys,
-                skip_sealed=skip_sealed,
+                skip_sealed=skip_sealed, thorough=thorough,
             )  # fmt: skip
         except BaseException:
             for p in (work, held_part):
@@ -310,6 +318,7 @@ class EvidenceService:
         now: float,
         keys: KeySource | None = None,
         skip_sealed: bool = False,
+        thorough: bool = False,
     ) -> PackageResult:
         clips = work / pkg.CLIPS_DIR
         clips.mkdir()
@@ -374,7 +383,9 @@ class EvidenceService:
             rname = name.removesuffix(".mp4") + "-redacted.mp4"
             cam_cfg = self._settings.cameras.get(cam)
             masks = [list(m) for m in cam_cfg.motion.masks] if cam_cfg is not None else []
-            rinfo = redact_clip(work / name, work / rname, masks=masks, detect_every=detect_every)
+            rinfo = redact_clip(
+                work / name, work / rname, masks=masks, detect_every=detect_every, thorough=thorough
+            )
             rdigest, rsize = sha256_file(work / rname)
             files.append(
                 pkg.PackageFile(
@@ -387,6 +398,9 @@ class EvidenceService:
                 "between detections",
                 "detect_every_frames": rinfo.detect_every,
                 "hold_frames": rinfo.hold,
+                "face_search": "every frame, full resolution"
+                if rinfo.thorough
+                else f"at most {DETECT_WIDTH} px wide, between full passes changed regions only",
                 "privacy_masks": "the cameras' configured masks, filled black",
                 "audio": "removed",
                 "encoder": "libx264 (H.264), re-encoded",
