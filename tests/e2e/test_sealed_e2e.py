@@ -37,7 +37,9 @@ from tests.e2e.conftest import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+# A group of its own: it starts its own (sealed) app, and on one worker with the other e2e
+# modules it made that worker the run's critical path.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e-sealed")]
 
 PLAYBACK = "video[data-testid=playback]"
 #: What the problem of a request without unlocked keys says (homewarden.web.problems).

@@ -90,12 +90,12 @@ def test_static_camera_no_face_is_left_where_the_original_had_one(
 def test_thorough_redaction_leaves_no_face_the_default_passes_can_miss(
     tmp_path: Path, vtest_h264: Path
 ) -> None:
-    """vtest.avi 46-48 s holds frames 468-469, where a whole-frame checker at 768 px finds a
+    """vtest.avi 46-47.2 s holds frames 468-469, where a whole-frame checker at 768 px finds a
     face that the default passes (640 px, every 3rd frame, region crops) leave bare on the
     whole clip. The thorough setting (every frame, full resolution, exact region scans)
     leaves none."""
     original = tmp_path / "original.mp4"
-    compose_clip([(vtest_h264, 1000.0)], 1046.0, 1048.0, original)
+    compose_clip([(vtest_h264, 1000.0)], 1046.0, 1047.2, original)
     redacted = tmp_path / "redacted.mp4"
     info = redact_clip(original, redacted, thorough=True, detect_every=5)
     assert info.thorough

@@ -404,10 +404,18 @@ def test_metrics_move_while_a_real_recorder_records(tmp_path: Path) -> None:
         recorded = value(first, "homewarden_camera_recorded_seconds", **bikes)
         assert recorded > 0
         second = first
+        # Regression (flaky under load): this loop shared the first one's deadline and
+        # stopped once the index showed a new segment, before the recorder's status (polled
+        # on its own interval) had counted it. It now waits, on its own deadline, for both.
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             time.sleep(0.5)
             second = _scrape_url(url, token)
-            if value(second, "homewarden_camera_recorded_seconds", **bikes) > recorded + 1:
+            if (
+                value(second, "homewarden_camera_recorded_seconds", **bikes) > recorded + 1
+                and value(second, "homewarden_camera_segments_written_total", **bikes) > written
+                and value(second, "homewarden_camera_cpu_seconds_total", **bikes) > cpu
+            ):
                 break
         assert value(second, "homewarden_camera_segments_written_total", **bikes) > written
         assert value(second, "homewarden_camera_cpu_seconds_total", **bikes) > cpu
