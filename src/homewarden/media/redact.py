@@ -183,9 +183,11 @@ class FaceDetector:
         kinds: Sequence[str] = KINDS,
     ) -> list[Box]:
         """Face boxes in ``small`` (a :meth:`shrink` result at ``scale``), in full-resolution
-        pixels; with ``regions`` (``(x, y, w, h)`` in ``small``'s pixels) only the windows
-        overlapping one of them are searched, and each gets the answer a whole-frame search
-        would give it (see :meth:`_scan_regions`). ``kinds``: which of :data:`KINDS` to run."""
+        pixels. With ``regions`` (``(x, y, w, h)`` in ``small``'s pixels) only part of it is
+        searched: with ``exact_regions`` the windows overlapping a region, each given the
+        answer a whole-frame search would give it (:meth:`_scan_regions`); without, faces
+        lying wholly inside a region, on that region's crop (:meth:`_scan_crops`).
+        ``kinds``: which of :data:`KINDS` to run."""
         cascades = [
             (self._frontal if kind == "frontal" else self._profile, kind == "profile-mirrored")
             for kind in KINDS
