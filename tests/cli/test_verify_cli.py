@@ -31,13 +31,19 @@ def _no_homewarden_env() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    data = tmp_path_factory.mktemp("data")
+def _deployed(data: Path) -> Path:
+    """``data`` (made if missing) as a deployed data dir with recorded footage (SQLite)."""
+    data.mkdir(exist_ok=True)
     index = Index(f"sqlite:///{data / 'homewarden.db'}")
     index.migrate()
     deploy(data, index)
     index.close()
+    return data
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    data = _deployed(tmp_path_factory.mktemp("data"))
     out = tmp_path_factory.mktemp("out")
     result = CliRunner().invoke(
         app,
@@ -55,12 +61,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def test_export_creates_a_missing_out_folder_and_its_parents(tmp_path: Path) -> None:
     # Regression: the README's `--out /tmp/pkg` failed "is not a directory" unless the
     # folder existed already.
-    data = tmp_path / "data"
-    data.mkdir()
-    index = Index(f"sqlite:///{data / 'homewarden.db'}")
-    index.migrate()
-    deploy(data, index)
-    index.close()
+    data = _deployed(tmp_path / "data")
     out = tmp_path / "new" / "pkg"
     result = CliRunner().invoke(
         app,
@@ -89,12 +90,7 @@ def test_export_creates_a_missing_out_folder_and_its_parents(tmp_path: Path) -> 
 def test_export_thorough_without_redact_is_refused_before_anything_is_written(
     tmp_path: Path,
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    index = Index(f"sqlite:///{data / 'homewarden.db'}")
-    index.migrate()
-    deploy(data, index)
-    index.close()
+    data = _deployed(tmp_path / "data")
     out = tmp_path / "pkg"
     result = CliRunner().invoke(
         app,

@@ -15,6 +15,7 @@ from pathlib import Path
 import av
 import pytest
 
+from homewarden.config import Settings
 from homewarden.crypto.signing import generate_log_key, key_id, log_public_key, sign_manifest
 from homewarden.domain import package as pkg
 from homewarden.domain.audit import Actor, ActorKind, AuditEntry, AuditTag
@@ -63,6 +64,17 @@ def _index(data: Path) -> Index:
     index = Index(f"sqlite:///{data / 'homewarden.db'}")
     index.migrate()
     return index
+
+
+def _deployed_with_out(tmp_path: Path) -> tuple[Index, Settings, Path]:
+    """A deployed data dir under ``tmp_path`` (its open index and settings) and an empty
+    ``out`` folder beside it."""
+    data = tmp_path / "data"
+    index = _index(data)
+    settings = deploy(data, index).settings
+    out = tmp_path / "out"
+    out.mkdir()
+    return index, settings, out
 
 
 def _copy(made: Made, tmp_path: Path) -> Path:
@@ -251,11 +263,7 @@ def test_no_footage_in_scope_leaves_nothing(made: Made, tmp_path: Path) -> None:
 
 
 def test_a_thorough_redaction_is_named_in_the_manifest_and_needs_redact(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    index = _index(data)
-    settings = deploy(data, index).settings
-    out = tmp_path / "out"
-    out.mkdir()
+    index, settings, out = _deployed_with_out(tmp_path)
     with AuditLog.open(settings.db_url, settings.keys_dir) as audit:
         service = EvidenceService(index, settings, audit)
         size = audit.size()
@@ -280,11 +288,7 @@ def test_a_thorough_redaction_is_named_in_the_manifest_and_needs_redact(tmp_path
 def test_redacted_export_releases_redacted_copies_and_withholds_originals(
     tmp_path: Path,
 ) -> None:
-    data = tmp_path / "data"
-    index = _index(data)
-    settings = deploy(data, index).settings
-    out = tmp_path / "out"
-    out.mkdir()
+    index, settings, out = _deployed_with_out(tmp_path)
     with AuditLog.open(settings.db_url, settings.keys_dir) as audit:
         result = EvidenceService(index, settings, audit).export(
             [CAMERA], T0 + 3.0, T0 + 5.0, out, actor=OWNER, reason="share", redact=True
